@@ -1,0 +1,1 @@
+"""Cache storages behind one small interface, and the policies that decide lifetimes."""

@@ -1,0 +1,142 @@
+"""Upstream facts: the raw data the DORA computation needs, as plain immutable values.
+
+These are what `upstream` produces, what the cache stores (as JSON bytes, never pickle) and what
+`metrics` consumes. Instants are aware UTC datetimes; the day a fact belongs to is decided later,
+in the configured time zone, by the pure computation.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+TIERS = ("production", "staging", "testing", "development", "other")
+
+
+@dataclass(frozen=True, slots=True)
+class Environment:
+    id: int
+    name: str
+    tier: str
+    state: str = "available"
+
+
+@dataclass(frozen=True, slots=True)
+class Deployment:
+    """A successful deployment; `finished_at` is `deployable.finished_at` or else `updated_at`."""
+
+    id: int
+    environment_id: int
+    finished_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class MergeRequest:
+    id: int
+    merged_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class Incident:
+    """An issue of type incident; `closed_at` is set only while the incident is closed."""
+
+    id: int
+    created_at: datetime
+    closed_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class ProjectFacts:
+    """Everything about one project that the four metrics need for one window.
+
+    `merge_requests` maps a deployment id to the MRs GitLab linked to it; it is only filled when
+    lead time is asked for (None means "not fetched", which `metrics` treats as no MRs).
+    """
+
+    project_id: int
+    environments: tuple[Environment, ...] = ()
+    deployments: tuple[Deployment, ...] = ()
+    incidents: tuple[Incident, ...] = ()
+    merge_requests: Mapping[int, tuple[MergeRequest, ...]] | None = field(default=None)
+
+
+def parse_time(value: str) -> datetime:
+    """Parse GitLab's ISO 8601 timestamps (`Z` or a numeric offset) into aware UTC datetimes."""
+    text = value.strip()
+    if text.endswith(("Z", "z")):
+        text = text[:-1] + "+00:00"
+    parsed = datetime.fromisoformat(text)
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC)
+
+
+def format_time(value: datetime) -> str:
+    """Render an instant as GitLab does: UTC with milliseconds and `Z`."""
+    utc = value.astimezone(UTC)
+    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
+
+
+def _time_or_none(value: str | None) -> datetime | None:
+    return parse_time(value) if value else None
+
+
+def _encode_time(value: datetime | None) -> str | None:
+    return value.astimezone(UTC).isoformat() if value is not None else None
+
+
+def environments_to_json(items: tuple[Environment, ...]) -> list[dict]:
+    return [{"id": e.id, "name": e.name, "tier": e.tier, "state": e.state} for e in items]
+
+
+def environments_from_json(data: list[dict]) -> tuple[Environment, ...]:
+    return tuple(Environment(d["id"], d["name"], d["tier"], d["state"]) for d in data)
+
+
+def deployments_to_json(items: tuple[Deployment, ...]) -> list[dict]:
+    return [
+        {"id": d.id, "environment_id": d.environment_id, "finished_at": _encode_time(d.finished_at)}
+        for d in items
+    ]
+
+
+def deployments_from_json(data: list[dict]) -> tuple[Deployment, ...]:
+    return tuple(
+        Deployment(d["id"], d["environment_id"], parse_time(d["finished_at"])) for d in data
+    )
+
+
+def merge_requests_to_json(items: tuple[MergeRequest, ...]) -> list[dict]:
+    return [{"id": m.id, "merged_at": _encode_time(m.merged_at)} for m in items]
+
+
+def merge_requests_from_json(data: list[dict]) -> tuple[MergeRequest, ...]:
+    return tuple(MergeRequest(d["id"], _time_or_none(d["merged_at"])) for d in data)
+
+
+def incidents_to_json(items: tuple[Incident, ...]) -> list[dict]:
+    return [
+        {
+            "id": i.id,
+            "created_at": _encode_time(i.created_at),
+            "closed_at": _encode_time(i.closed_at),
+        }
+        for i in items
+    ]
+
+
+def incidents_from_json(data: list[dict]) -> tuple[Incident, ...]:
+    return tuple(
+        Incident(d["id"], parse_time(d["created_at"]), _time_or_none(d["closed_at"])) for d in data
+    )
+
+
+def dumps(data: object) -> bytes:
+    """Compact JSON bytes: the only serialisation used for anything the cache stores."""
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def loads(data: bytes) -> object:
+    return json.loads(data)
