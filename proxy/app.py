@@ -1,0 +1,114 @@
+"""`create_app(settings)`: routes, middlewares and the resources a request needs, no globals.
+
+Resources are opened in one cleanup context (so they close only if start-up succeeded) and live
+on the app under typed keys.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
+
+from aiohttp import web
+
+from . import handlers, middleware
+from .cache.base import Storage
+from .collect import FactsCollector, FactsPolicy
+from .permissions import Permissions
+from .server_secret import load_server_secret
+from .service import AnswerPolicy, DoraService
+from .settings import Settings
+from .upstream import Upstream
+
+SETTINGS = web.AppKey("settings", Settings)
+STORAGE = web.AppKey("storage", Storage)
+UPSTREAM = web.AppKey("upstream", Upstream)
+
+API_ROUTES = (
+    ("project_dora", "/api/v4/projects/{id}/dora/metrics"),
+    ("group_dora", "/api/v4/groups/{id}/dora/metrics"),
+)
+MAX_LINE_SIZE = 8190
+MAX_FIELD_SIZE = 8190
+
+
+def cache_namespace(settings: Settings) -> str:
+    """Key prefix: format version, upstream and time zone (day-keyed facts depend on both)."""
+    identity = f"{(settings.upstream_url or '').rstrip('/')}|{settings.time_zone}"
+    return f"v1|{hashlib.sha256(identity.encode()).hexdigest()[:12]}"
+
+
+def open_storage(settings: Settings) -> Storage:
+    if settings.cache_url:
+        from .cache.redis import RedisStorage
+
+        return RedisStorage(settings.cache_url)
+    from .cache.disk import DiskStorage
+
+    return DiskStorage(settings.cache_dir, size_limit=settings.cache_size_limit)
+
+
+def create_app(
+    settings: Settings,
+    *,
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+) -> web.Application:
+    """The proxy as an aiohttp application. `clock` is injectable for tests ("today")."""
+    app = web.Application(
+        middlewares=[middleware.request_log, middleware.errors],
+        handler_args={"max_line_size": MAX_LINE_SIZE, "max_field_size": MAX_FIELD_SIZE},
+    )
+    app[SETTINGS] = settings
+    app[handlers.REQUEST_DEADLINE] = settings.request_deadline
+
+    async def resources(app: web.Application) -> AsyncIterator[None]:
+        storage = open_storage(settings)
+        upstream = Upstream(
+            settings.upstream_url or "",
+            timeout=settings.upstream_timeout,
+            concurrency=settings.upstream_concurrency,
+            max_retries=settings.upstream_max_retries,
+            rate_limit_max_wait=settings.rate_limit_max_wait,
+        )
+        namespace = cache_namespace(settings)
+        secret = load_server_secret(settings.server_secret, settings.cache_dir)
+        collector = FactsCollector(
+            upstream,
+            storage,
+            FactsPolicy(
+                tz=settings.tz,
+                ttl_settled=settings.facts_ttl_settled,
+                ttl_recent=settings.facts_ttl_recent,
+                settle_margin=settings.facts_settle_margin,
+            ),
+            namespace,
+            clock,
+        )
+        app[STORAGE] = storage
+        app[UPSTREAM] = upstream
+        app[handlers.SERVICE] = DoraService(
+            upstream=upstream,
+            permissions=Permissions(upstream, secret, settings.permission_ttl),
+            collector=collector,
+            storage=storage,
+            policy=AnswerPolicy(
+                ttl_past=settings.answer_ttl_past,
+                ttl_current=settings.answer_ttl_current,
+                stale_ttl=max(settings.facts_ttl_settled, settings.answer_ttl_past),
+                stale_on_error=settings.stale_on_error,
+            ),
+            namespace=namespace,
+            clock=clock,
+        )
+        try:
+            yield
+        finally:
+            await upstream.close()
+            await storage.close()
+
+    app.cleanup_ctx.append(resources)
+    for name, path in API_ROUTES:
+        app.router.add_get(path, handlers.dora_metrics, name=name)
+    app.router.add_get("/-/health", handlers.health)
+    return app

@@ -1,0 +1,11 @@
+"""Lifetime helpers shared by the answer and facts layers."""
+
+from __future__ import annotations
+
+from .base import Storage
+
+
+async def put(storage: Storage, key: str, value: bytes, ttl: float) -> None:
+    """Store with a lifetime; a lifetime of 0 (configured "do not cache") stores nothing."""
+    if ttl > 0:
+        await storage.set(key, value, ttl)

@@ -1,0 +1,71 @@
+"""HTTP handlers: the two DORA routes and the health probe. Thin: parse, call, respond."""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiohttp import web
+
+from .errors import GatewayTimeout
+from .middleware import CACHE_STATUS
+from .params import parse_query
+from .service import Answer, DoraService
+from .upstream import Credential
+
+SERVICE = web.AppKey("service", DoraService)
+REQUEST_DEADLINE = web.AppKey("request_deadline", float)
+
+
+def credential_from(request: web.Request) -> Credential | None:
+    """PRIVATE-TOKEN wins over Authorization: Bearer (GitLab's precedence).
+
+    JOB-TOKEN, Basic auth and cookies are not credentials here: such a caller is anonymous.
+    """
+    token = request.headers.get("PRIVATE-TOKEN", "").strip()
+    if token:
+        return Credential(token, "private")
+    scheme, _, value = request.headers.get("Authorization", "").strip().partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return Credential(value.strip(), "bearer")
+    return None
+
+
+async def dora_metrics(request: web.Request) -> web.StreamResponse:
+    """GET /api/v4/{projects|groups}/{id}/dora/metrics."""
+    service = request.app[SERVICE]
+    container = "project" if request.match_info.route.name == "project_dora" else "group"
+    unchecked = parse_query(request.query, service.today())
+    credential = credential_from(request)
+    try:
+        async with asyncio.timeout(request.app[REQUEST_DEADLINE]):
+            answer = await service.metrics(
+                container, request.match_info["id"], credential, unchecked
+            )
+    except TimeoutError:
+        raise GatewayTimeout(detail="request deadline exceeded") from None
+    request[CACHE_STATUS] = answer.cache
+    return _respond(request, answer)
+
+
+def _respond(request: web.Request, answer: Answer) -> web.Response:
+    headers = {
+        "ETag": answer.etag,
+        "Cache-Control": f"private, max-age={answer.max_age}",
+        "Vary": "PRIVATE-TOKEN, Authorization",
+    }
+    if answer.cache == "stale":
+        headers["Warning"] = '110 - "Response is Stale"'
+        headers["X-Dora-Proxy-Stale"] = "true"
+        headers["Cache-Control"] = "private, no-cache"
+    if answer.etag in _etags(request.headers.get("If-None-Match", "")):
+        return web.Response(status=304, headers=headers)
+    return web.Response(body=answer.body, content_type="application/json", headers=headers)
+
+
+def _etags(header: str) -> set[str]:
+    return {tag.strip().removeprefix("W/") for tag in header.split(",") if tag.strip()}
+
+
+async def health(request: web.Request) -> web.Response:
+    """The process is up and serving."""
+    return web.json_response({"status": "ok"})

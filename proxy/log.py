@@ -1,0 +1,78 @@
+"""structlog set-up: one JSON line per event on stdout (a console renderer on a terminal).
+
+A redaction processor runs last before rendering, so a credential that slipped into an event
+(a header dict, a query string) is masked whatever the call site did.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections.abc import MutableMapping
+from typing import Any
+
+import structlog
+
+_SECRET_KEYS = re.compile(
+    r"(private[-_]token|authorization|job[-_]token|access[-_]token|x-gitlab-token|cookie|secret)",
+    re.IGNORECASE,
+)
+_SECRET_IN_TEXT = re.compile(
+    r"((?:private_token|access_token|job_token)=)[^&\s]+|(Bearer\s+)\S+", re.IGNORECASE
+)
+REDACTED = "[redacted]"
+
+
+def _redact_value(value: Any) -> Any:
+    if isinstance(value, str):
+        return _SECRET_IN_TEXT.sub(lambda m: (m.group(1) or m.group(2)) + REDACTED, value)
+    if isinstance(value, dict):
+        return {
+            k: REDACTED if isinstance(k, str) and _SECRET_KEYS.search(k) else _redact_value(v)
+            for k, v in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return type(value)(_redact_value(v) for v in value)
+    return value
+
+
+def redact(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """structlog processor: mask credential-looking keys and token-looking substrings."""
+    for key in list(event):
+        if _SECRET_KEYS.search(key):
+            event[key] = REDACTED
+        else:
+            event[key] = _redact_value(event[key])
+    return event
+
+
+def configure_logging(level: str = "info", fmt: str = "auto") -> None:
+    """Configure structlog (and stdlib logging, for libraries) once at start-up."""
+    numeric = logging.getLevelName(level.upper())
+    if not isinstance(numeric, int):
+        numeric = logging.INFO
+    use_console = fmt == "console" or (fmt == "auto" and sys.stdout.isatty())
+    renderer: Any = (
+        structlog.dev.ConsoleRenderer() if use_console else structlog.processors.JSONRenderer()
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.dict_tracebacks if not use_console else _identity,
+            redact,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(numeric),
+        logger_factory=structlog.PrintLoggerFactory(sys.stdout),
+        cache_logger_on_first_use=True,
+    )
+    logging.basicConfig(level=max(numeric, logging.WARNING), stream=sys.stderr)
+    # aiohttp's access log would print raw query strings (tokens); our middleware logs instead.
+    logging.getLogger("aiohttp.access").disabled = True
+
+
+def _identity(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    return event

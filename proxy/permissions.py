@@ -1,0 +1,168 @@
+"""May this caller read DORA metrics of this project or group? Decided as GitLab does.
+
+Order (upstream-gitlab-api.md §5): the caller's user (a rejected credential passes GitLab's
+401/403 through), the container lookup (invisible or absent → 404), admins pass, anonymous
+callers fail, then the effective access level must be Reporter (20) or above.
+
+Decisions are kept in memory for a short TTL under an HMAC of the credential (never the
+credential itself). Every request passes through here before any cached metric is used, so a
+cached answer is only ever shared between callers who each proved access.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import gitlab
+
+from .errors import (
+    GROUP_NOT_FOUND,
+    PROJECT_NOT_FOUND,
+    BadGateway,
+    NotFound,
+    ProxyError,
+    Unauthorized,
+    UpstreamRejected,
+)
+from .server_secret import credential_key
+from .upstream import ContainerInfo, Credential, Upstream, UpstreamStatus, UserInfo
+
+REPORTER = 20
+_MAX_ENTRIES = 50_000
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    expires: float
+    value: ContainerInfo | UserInfo | ProxyError
+
+
+class DecisionCache:
+    """A small in-memory TTL map; keys are HMACs, values are decisions (never tokens)."""
+
+    def __init__(self, ttl: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.ttl = ttl
+        self._clock = clock
+        self._entries: dict[tuple[str, ...], _Entry] = {}
+
+    def get(self, key: tuple[str, ...]) -> ContainerInfo | UserInfo | ProxyError | None:
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        if entry.expires <= self._clock():
+            del self._entries[key]
+            return None
+        return entry.value
+
+    def put(self, key: tuple[str, ...], value: ContainerInfo | UserInfo | ProxyError) -> None:
+        if self.ttl <= 0:
+            return
+        if len(self._entries) >= _MAX_ENTRIES:
+            now = self._clock()
+            self._entries = {k: e for k, e in self._entries.items() if e.expires > now}
+            if len(self._entries) >= _MAX_ENTRIES:
+                self._entries.clear()
+        self._entries[key] = _Entry(self._clock() + self.ttl, value)
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+
+class Permissions:
+    def __init__(self, upstream: Upstream, secret: bytes, ttl: float) -> None:
+        self.upstream = upstream
+        self.secret = secret
+        self.cache = DecisionCache(ttl)
+
+    def caller_key(self, credential: Credential | None) -> str:
+        if credential is None:
+            return "anonymous"
+        return credential_key(self.secret, f"{credential.kind}:{credential.token}")
+
+    async def authorize(
+        self,
+        gl: gitlab.Gitlab,
+        credential: Credential | None,
+        container: str,
+        id_or_path: str,
+    ) -> ContainerInfo:
+        """The container if the caller may read its DORA metrics; raises the GitLab error else."""
+        key = (self.caller_key(credential), container, id_or_path)
+        cached = self.cache.get(key)
+        if isinstance(cached, ProxyError):
+            raise cached
+        if isinstance(cached, ContainerInfo):
+            return cached
+        try:
+            info = await self._decide(gl, credential, container, id_or_path)
+        except (NotFound, Unauthorized, UpstreamRejected) as decision:
+            self.cache.put(key, decision)
+            raise
+        self.cache.put(key, info)
+        return info
+
+    async def _decide(
+        self,
+        gl: gitlab.Gitlab,
+        credential: Credential | None,
+        container: str,
+        id_or_path: str,
+    ) -> ContainerInfo:
+        user = await self._user(gl, credential) if credential is not None else None
+        info = await self._lookup(gl, container, id_or_path, anonymous=user is None)
+        if user is not None and (user.is_admin or (container == "group" and user.is_auditor)):
+            return info
+        if user is None:
+            raise Unauthorized()
+        level = await self._access_level(gl, container, info.id, user.id)
+        if level < REPORTER:
+            raise Unauthorized()
+        return info
+
+    async def _user(self, gl: gitlab.Gitlab, credential: Credential) -> UserInfo:
+        key = (self.caller_key(credential), "user")
+        cached = self.cache.get(key)
+        if isinstance(cached, UserInfo):
+            return cached
+        try:
+            user = await self.upstream.fetch_user(gl)
+        except UpstreamStatus as exc:
+            if exc.status in (401, 403):
+                raise UpstreamRejected(exc.status, _as_body(exc.body), exc.headers) from None
+            raise _unexpected(exc) from None
+        self.cache.put(key, user)
+        return user
+
+    async def _lookup(
+        self, gl: gitlab.Gitlab, container: str, id_or_path: str, *, anonymous: bool
+    ) -> ContainerInfo:
+        fetch = self.upstream.fetch_project if container == "project" else self.upstream.fetch_group
+        message = PROJECT_NOT_FOUND if container == "project" else GROUP_NOT_FOUND
+        try:
+            return await fetch(gl, id_or_path)
+        except UpstreamStatus as exc:
+            if exc.status in (403, 404) or (exc.status == 401 and anonymous):
+                raise NotFound({"message": message}) from None
+            if exc.status == 401:
+                raise UpstreamRejected(401, _as_body(exc.body), exc.headers) from None
+            raise _unexpected(exc) from None
+
+    async def _access_level(
+        self, gl: gitlab.Gitlab, container: str, container_id: int, user_id: int
+    ) -> int:
+        try:
+            return await self.upstream.fetch_access_level(gl, container, container_id, user_id)
+        except UpstreamStatus as exc:
+            if exc.status in (401, 403):
+                return 0
+            raise _unexpected(exc) from None
+
+
+def _as_body(body: object) -> dict[str, object]:
+    return body if isinstance(body, dict) else {"message": str(body)}
+
+
+def _unexpected(exc: UpstreamStatus) -> ProxyError:
+    return BadGateway(detail=f"{exc.call}: unexpected {exc.status}")

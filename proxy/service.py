@@ -1,0 +1,173 @@
+"""One DORA request, top to bottom: permission → validation → answer cache → facts → compute.
+
+Handlers hand over plain values (container kind, id or path, credential, parsed query); what
+comes back is the exact body bytes plus what the HTTP layer needs for caching headers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+
+import gitlab
+import structlog
+
+from .cache.base import Storage
+from .cache.lifetimes import put
+from .collect import FactsCollector, Need
+from .errors import BadGateway, GatewayTimeout, ServiceUnavailable
+from .metrics import compute_metric, render
+from .params import DoraQuery, UncheckedQuery, validate_query
+from .permissions import Permissions
+from .single_flight import SingleFlight
+from .upstream import ContainerInfo, Credential, Upstream
+
+log = structlog.get_logger("proxy.service")
+
+UPSTREAM_FAULTS = (BadGateway, GatewayTimeout, ServiceUnavailable)
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    body: bytes
+    cache: str  # "hit", "miss" or "stale"
+    max_age: int
+
+    @property
+    def etag(self) -> str:
+        return '"' + hashlib.sha256(self.body).hexdigest()[:32] + '"'
+
+
+@dataclass(frozen=True, slots=True)
+class AnswerPolicy:
+    ttl_past: float
+    ttl_current: float
+    stale_ttl: float
+    stale_on_error: bool
+
+
+class DoraService:
+    def __init__(
+        self,
+        *,
+        upstream: Upstream,
+        permissions: Permissions,
+        collector: FactsCollector,
+        storage: Storage,
+        policy: AnswerPolicy,
+        namespace: str,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.upstream = upstream
+        self.permissions = permissions
+        self.collector = collector
+        self.storage = storage
+        self.policy = policy
+        self.namespace = namespace
+        self.clock = clock
+        self.computations = SingleFlight()
+
+    def today(self) -> date:
+        return self.collector.today()
+
+    async def metrics(
+        self,
+        container: str,
+        id_or_path: str,
+        credential: Credential | None,
+        unchecked: UncheckedQuery,
+    ) -> Answer:
+        """The answer GitLab Ultimate would give; raises the error it would give otherwise."""
+        gl = self.upstream.client(credential)
+        info = await self.permissions.authorize(gl, credential, container, id_or_path)
+        query = validate_query(unchecked)
+        key, stale_key = await self._answer_keys(container, info, query)
+        ttl = self.policy.ttl_past if query.end_date < self.today() else self.policy.ttl_current
+        cached = await self.storage.get(key)
+        if cached is not None:
+            return Answer(cached, "hit", int(ttl))
+        try:
+            body = await self.computations.run(
+                key,
+                lambda: self._compute_and_store(gl, container, info, query, key, stale_key, ttl),
+            )
+        except UPSTREAM_FAULTS as fault:
+            stale = await self.storage.get(stale_key) if self.policy.stale_on_error else None
+            if stale is None:
+                raise
+            log.warning(
+                "stale_answer_served",
+                container=container,
+                container_id=info.id,
+                cause=fault.status,
+                detail=fault.detail,
+            )
+            return Answer(stale, "stale", 0)
+        return Answer(body, "miss", int(ttl))
+
+    async def _compute_and_store(
+        self,
+        gl: gitlab.Gitlab,
+        container: str,
+        info: ContainerInfo,
+        query: DoraQuery,
+        key: str,
+        stale_key: str,
+        ttl: float,
+    ) -> bytes:
+        need = Need(
+            merge_requests=query.metric == "lead_time_for_changes",
+            incidents="production" in query.environment_tiers,
+            tiers=frozenset(query.environment_tiers),
+        )
+        if container == "project":
+            facts = [
+                await self.collector.project_facts(
+                    gl, info.id, query.start_date, query.end_date, need
+                )
+            ]
+        else:
+            projects = await self.collector.group_projects(gl, info)
+            facts = await self.collector.group_facts(
+                gl, info, projects, query.start_date, query.end_date, need
+            )
+        result = compute_metric(
+            facts,
+            metric=query.metric,
+            interval=query.interval,
+            start_date=query.start_date,
+            end_date=query.end_date,
+            tiers=query.environment_tiers,
+            tz=self.collector.policy.tz,
+        )
+        body = render(result)
+        await asyncio.gather(
+            put(self.storage, key, body, ttl),
+            put(self.storage, stale_key, body, self.policy.stale_ttl),
+        )
+        return body
+
+    def generation_key(self, container: str, ref: int | str) -> str:
+        return f"{self.namespace}|{container}:{ref}|answers-generation"
+
+    async def _answer_keys(
+        self, container: str, info: ContainerInfo, query: DoraQuery
+    ) -> tuple[str, str]:
+        """(fresh key, stale key). The fresh key carries the container's webhook generation."""
+        ref = info.id if container == "project" else info.full_path
+        generation = await self.storage.get(self.generation_key(container, ref))
+        params = "|".join(
+            (
+                query.metric,
+                query.interval,
+                ",".join(query.environment_tiers),
+                query.start_date.isoformat(),
+                query.end_date.isoformat(),
+            )
+        )
+        base = f"{self.namespace}|answer|{container}:{info.id}|{params}"
+        gen = generation.decode() if generation else "0"
+        return f"{base}|g{gen}", f"{base}|stale"

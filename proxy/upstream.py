@@ -1,0 +1,492 @@
+"""The only door to the upstream GitLab: python-gitlab, run off the event loop.
+
+python-gitlab is synchronous and its own retries sleep in the calling thread, so every HTTP call
+runs in one bounded ThreadPoolExecutor (the global bound on in-flight upstream calls), with
+python-gitlab's retries switched off; retries, backoff and rate-limit waits happen here with
+`asyncio.sleep`, so neither the loop nor a worker is held while waiting. Pagination is followed
+page by page (each page is one retried call) through `rel="next"`, never trusting totals.
+
+Each proxy request builds its own `gitlab.Gitlab` client with the caller's credential (no shared
+session, cookies refused), so a caller only ever sees what GitLab shows that credential.
+Everything returned is plain data (`facts` dataclasses or small info records); every failure
+becomes a `ProxyError` or `UpstreamStatus`. No message ever carries a credential.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import email.utils
+import functools
+import http.cookiejar
+import json
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+import gitlab
+import gitlab.exceptions
+import requests
+import requests.adapters
+
+from . import USER_AGENT
+from .errors import BadGateway, GatewayTimeout, ServiceUnavailable
+from .facts import Deployment, Environment, Incident, MergeRequest, parse_time
+
+PER_PAGE = 100
+
+
+@dataclass(frozen=True, slots=True)
+class Credential:
+    """A caller credential in the header form it arrived in; never logged, never stored."""
+
+    token: str
+    kind: str  # "private" (PRIVATE-TOKEN) or "bearer" (Authorization: Bearer)
+
+    def __repr__(self) -> str:  # keeps tokens out of tracebacks and debug output
+        return f"Credential(kind={self.kind!r}, token=<redacted>)"
+
+
+@dataclass(frozen=True, slots=True)
+class UserInfo:
+    id: int
+    is_admin: bool
+    is_auditor: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerInfo:
+    """A project or group as looked up upstream: its numeric id and full path."""
+
+    id: int
+    full_path: str
+
+
+class UpstreamStatus(Exception):
+    """The upstream answered a definite HTTP error (4xx) the caller may need to see."""
+
+    def __init__(self, status: int, body: Any, headers: dict[str, str], call: str) -> None:
+        super().__init__(f"{call} answered {status}")
+        self.status = status
+        self.body = body
+        self.headers = headers
+        self.call = call
+
+
+class _Retryable(Exception):
+    def __init__(self, reason: str, *, timeout: bool = False, wait: float | None = None) -> None:
+        super().__init__(reason)
+        self.timeout = timeout
+        self.wait = wait
+
+
+class _RateLimited(Exception):
+    def __init__(self, wait: float | None) -> None:
+        super().__init__("rate limited")
+        self.wait = wait
+
+
+@dataclass
+class CallStats:
+    """Upstream calls made on behalf of one proxy request (read by the request log)."""
+
+    calls: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def total(self) -> int:
+        return sum(self.calls.values())
+
+
+CURRENT_STATS: contextvars.ContextVar[CallStats | None] = contextvars.ContextVar(
+    "upstream_call_stats", default=None
+)
+
+# kind, status (int or "error"), seconds — for Prometheus metrics and tests.
+CallObserver = Callable[[str, str, float], None]
+
+
+class _NoCookies(http.cookiejar.DefaultCookiePolicy):
+    """Refuse every cookie: a `_gitlab_session` cookie would be a credential."""
+
+    def set_ok(self, cookie: http.cookiejar.Cookie, request: Any) -> bool:
+        return False
+
+
+def _retry_after_seconds(headers: Any) -> float | None:
+    value = headers.get("Retry-After")
+    if value:
+        try:
+            return max(0.0, float(value))
+        except ValueError:
+            parsed = email.utils.parsedate_to_datetime(value)
+            if parsed is not None:
+                return max(0.0, (parsed - datetime.now(UTC)).total_seconds())
+    reset = headers.get("RateLimit-Reset")
+    if reset:
+        try:
+            return max(0.0, float(reset) - time.time())
+        except ValueError:
+            return None
+    return None
+
+
+class Upstream:
+    """Bounded, retrying access to one GitLab instance."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        timeout: float = 10.0,
+        concurrency: int = 8,
+        max_retries: int = 3,
+        rate_limit_max_wait: float = 5.0,
+        observer: CallObserver | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._origin = urlsplit(self.base_url)[:2]
+        self.timeout = timeout
+        self.concurrency = concurrency
+        self.max_retries = max_retries
+        self.rate_limit_max_wait = rate_limit_max_wait
+        self.observer = observer
+        self._executor = ThreadPoolExecutor(concurrency, thread_name_prefix="upstream")
+        # python-gitlab's errors drop the response headers (Retry-After, WWW-Authenticate):
+        # a session hook remembers each worker thread's last response.
+        self._last_response = threading.local()
+
+    async def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    # ---- clients ------------------------------------------------------------------------------
+    def client(self, credential: Credential | None) -> gitlab.Gitlab:
+        """A fresh python-gitlab client for one proxy request and one credential."""
+        kwargs: dict[str, Any] = {}
+        if credential is not None:
+            key = "private_token" if credential.kind == "private" else "oauth_token"
+            kwargs[key] = credential.token
+        gl = gitlab.Gitlab(
+            self.base_url,
+            timeout=self.timeout,
+            user_agent=USER_AGENT,
+            retry_transient_errors=False,
+            **kwargs,
+        )
+        session = gl.session
+        session.cookies.set_policy(_NoCookies())
+        adapter = requests.adapters.HTTPAdapter(
+            pool_connections=1, pool_maxsize=self.concurrency, max_retries=0
+        )
+        session.mount("http://", adapter)
+        session.mount("https://", adapter)
+        session.hooks["response"].append(self._remember_response)
+        return gl
+
+    def _remember_response(self, response: requests.Response, **_: Any) -> None:
+        """Keep the last response of this thread; refuse redirects to another origin."""
+        self._last_response.value = response
+        if response.is_redirect:
+            location = response.headers.get("Location", "")
+            target = urlsplit(requests.compat.urljoin(response.url, location))
+            if target[:2] != self._origin:
+                raise requests.exceptions.InvalidURL("upstream redirected to another origin")
+
+    # ---- one HTTP call, retried ---------------------------------------------------------------
+    async def _get(
+        self, gl: gitlab.Gitlab, kind: str, path: str, query: dict[str, Any] | None = None
+    ) -> requests.Response:
+        """GET one page; retries transient failures; raises ProxyError or UpstreamStatus."""
+        call = f"GET {path.split('?')[0] if '://' not in path else urlsplit(path).path}"
+        loop = asyncio.get_running_loop()
+        attempt = 0
+        while True:
+            stats = CURRENT_STATS.get()
+            if stats is not None:
+                stats.calls[kind] += 1
+            started = time.monotonic()
+            try:
+                return await loop.run_in_executor(
+                    self._executor,
+                    functools.partial(self._get_sync, gl, kind, call, path, query, started),
+                )
+            except _RateLimited as limited:
+                wait = limited.wait if limited.wait is not None else 0.5 * 2**attempt
+                if wait > self.rate_limit_max_wait or attempt >= self.max_retries:
+                    raise ServiceUnavailable(
+                        int(wait) + 1 if wait else 1, detail=f"{call}: rate limited upstream"
+                    ) from None
+            except _Retryable as failure:
+                if attempt >= self.max_retries:
+                    if failure.timeout:
+                        raise GatewayTimeout(detail=f"{call}: {failure}") from None
+                    raise BadGateway(detail=f"{call}: {failure}") from None
+                wait = 0.1 * 2**attempt
+            attempt += 1
+            await asyncio.sleep(wait)
+
+    def _get_sync(
+        self,
+        gl: gitlab.Gitlab,
+        kind: str,
+        call: str,
+        path: str,
+        query: dict[str, Any] | None,
+        started: float,
+    ) -> requests.Response:
+        status: str = "error"
+        try:
+            try:
+                response = gl.http_request(
+                    "get",
+                    path,
+                    query_data=query,
+                    obey_rate_limit=False,
+                    retry_transient_errors=False,
+                    max_retries=0,
+                )
+            except gitlab.exceptions.GitlabHttpError as exc:
+                status = str(exc.response_code)
+                code = exc.response_code or 0
+                last = getattr(self._last_response, "value", None)
+                headers = last.headers if last is not None else {}
+                if code == 429:
+                    raise _RateLimited(_retry_after_seconds(headers)) from None
+                if code >= 500:
+                    raise _Retryable(f"upstream answered {code}") from None
+                body: Any
+                try:
+                    body = json.loads(exc.response_body or b"")
+                except ValueError:
+                    body = {"message": str(exc.error_message)}
+                kept = {
+                    name: headers[name] for name in ("WWW-Authenticate",) if name in headers
+                }
+                raise UpstreamStatus(code, body, kept, call) from None
+            except requests.exceptions.Timeout:
+                status = "timeout"
+                raise _Retryable("timed out", timeout=True) from None
+            except (requests.exceptions.ConnectionError, requests.exceptions.ChunkedEncodingError):
+                status = "connection_error"
+                raise _Retryable("connection failed") from None
+            except requests.exceptions.RequestException as exc:
+                raise BadGateway(detail=f"{call}: {type(exc).__name__}") from None
+            status = str(response.status_code)
+            try:
+                response.json()
+            except ValueError:
+                status = "malformed"
+                raise _Retryable("malformed JSON") from None
+            return response
+        finally:
+            if self.observer is not None:
+                self.observer(kind, status, time.monotonic() - started)
+
+    async def _list(
+        self, gl: gitlab.Gitlab, kind: str, path: str, query: dict[str, Any]
+    ) -> list[dict[str, Any]]:
+        """Every item of a paginated list, following rel=next; de-duplicated by id."""
+        items: dict[Any, dict[str, Any]] = {}
+        url: str | None = path
+        params: dict[str, Any] | None = {**query, "per_page": PER_PAGE}
+        while url is not None:
+            response = await self._get(gl, kind, url, params)
+            page = response.json()
+            if not isinstance(page, list):
+                raise BadGateway(detail=f"GET {path}: expected a list")
+            for item in page:
+                if not isinstance(item, dict) or "id" not in item:
+                    raise BadGateway(detail=f"GET {path}: malformed item")
+                items.setdefault(item["id"], item)
+            url = self._next_page(response)
+            params = None  # the next link carries the query
+        return list(items.values())
+
+    def _next_page(self, response: requests.Response) -> str | None:
+        next_url = response.links.get("next", {}).get("url")
+        if next_url:
+            if urlsplit(next_url)[:2] != self._origin:
+                raise BadGateway(detail="pagination link leaves the upstream origin")
+            return next_url
+        next_page = response.headers.get("X-Next-Page")
+        if next_page:
+            parts = urlsplit(response.url)
+            query = "&".join(
+                p for p in parts.query.split("&") if not p.startswith("page=")
+            )
+            return f"{parts.scheme}://{parts.netloc}{parts.path}?{query}&page={next_page}"
+        return None
+
+    # ---- the eleven endpoints -----------------------------------------------------------------
+    async def fetch_user(self, gl: gitlab.Gitlab) -> UserInfo:
+        data = (await self._get(gl, "user", "/user")).json()
+        return UserInfo(
+            id=int(data["id"]),
+            is_admin=data.get("is_admin") is True,
+            is_auditor=data.get("is_auditor") is True,
+        )
+
+    async def fetch_project(self, gl: gitlab.Gitlab, id_or_path: str) -> ContainerInfo:
+        data = (await self._get(gl, "project", f"/projects/{_encode(id_or_path)}")).json()
+        return ContainerInfo(id=int(data["id"]), full_path=str(data["path_with_namespace"]))
+
+    async def fetch_group(self, gl: gitlab.Gitlab, id_or_path: str) -> ContainerInfo:
+        response = await self._get(
+            gl, "group", f"/groups/{_encode(id_or_path)}", {"with_projects": "false"}
+        )
+        data = response.json()
+        return ContainerInfo(id=int(data["id"]), full_path=str(data["full_path"]))
+
+    async def fetch_access_level(
+        self, gl: gitlab.Gitlab, container: str, container_id: int, user_id: int
+    ) -> int:
+        """Effective access level (inherited and shared included); 0 when not a member."""
+        path = f"/{container}s/{container_id}/members/all/{user_id}"
+        try:
+            data = (await self._get(gl, f"{container}_members", path)).json()
+        except UpstreamStatus as exc:
+            if exc.status == 404:
+                return 0
+            raise
+        state = data.get("membership_state", "active")
+        if data.get("state", "active") != "active" or state != "active":
+            return 0
+        return int(data.get("access_level") or 0)
+
+    async def fetch_group_projects(
+        self, gl: gitlab.Gitlab, group: ContainerInfo
+    ) -> list[ContainerInfo]:
+        items = await self._list(
+            gl,
+            "group_projects",
+            f"/groups/{group.id}/projects",
+            {
+                "include_subgroups": "true",
+                "with_shared": "false",
+                "order_by": "id",
+                "sort": "asc",
+                "simple": "true",
+            },
+        )
+        prefix = group.full_path + "/"
+        projects = []
+        for item in items:
+            namespace = (item.get("namespace") or {}).get("full_path", "")
+            if namespace == group.full_path or namespace.startswith(prefix):
+                projects.append(ContainerInfo(int(item["id"]), str(item["path_with_namespace"])))
+        return sorted(projects, key=lambda p: p.id)
+
+    async def fetch_environments(
+        self, gl: gitlab.Gitlab, project_id: int
+    ) -> tuple[Environment, ...]:
+        items = await self._list(gl, "environments", f"/projects/{project_id}/environments", {})
+        return tuple(
+            Environment(int(i["id"]), str(i["name"]), str(i.get("tier") or "other"),
+                        str(i.get("state") or "available"))
+            for i in items
+        )
+
+    async def fetch_deployments(
+        self, gl: gitlab.Gitlab, project_id: int, finished_after: datetime,
+        finished_before: datetime,
+    ) -> tuple[Deployment, ...]:
+        """Successful deployments whose finish time lies in [finished_after, finished_before)."""
+        items = await self._list(
+            gl,
+            "deployments",
+            f"/projects/{project_id}/deployments",
+            {
+                "status": "success",
+                "order_by": "finished_at",
+                "sort": "asc",
+                "finished_after": _utc(finished_after),
+                "finished_before": _utc(finished_before),
+            },
+        )
+        result = []
+        for item in items:
+            if item.get("status") != "success" or not item.get("environment"):
+                continue
+            deployable = item.get("deployable") or {}
+            finished = deployable.get("finished_at") or item.get("updated_at")
+            if not finished:
+                continue
+            result.append(
+                Deployment(int(item["id"]), int(item["environment"]["id"]), parse_time(finished))
+            )
+        return tuple(result)
+
+    async def fetch_deployment_merge_requests(
+        self, gl: gitlab.Gitlab, project_id: int, deployment_id: int
+    ) -> tuple[MergeRequest, ...]:
+        items = await self._list(
+            gl,
+            "deployment_mrs",
+            f"/projects/{project_id}/deployments/{deployment_id}/merge_requests",
+            {},
+        )
+        return tuple(
+            MergeRequest(int(i["id"]), parse_time(i["merged_at"]) if i.get("merged_at") else None)
+            for i in items
+        )
+
+    async def fetch_project_incidents(
+        self, gl: gitlab.Gitlab, project_id: int, updated_after: datetime
+    ) -> tuple[Incident, ...]:
+        """Incidents updated since `updated_after`: a superset of those created or closed since."""
+        items = await self._list(
+            gl, "project_issues", f"/projects/{project_id}/issues", _incident_query(updated_after)
+        )
+        return tuple(_incident(i) for i in items if _is_incident(i))
+
+    async def fetch_group_incidents(
+        self, gl: gitlab.Gitlab, group_id: int, updated_after: datetime
+    ) -> dict[int, list[Incident]]:
+        """Incidents of every project below the group (archived included), by project id."""
+        query = {**_incident_query(updated_after), "non_archived": "false"}
+        items = await self._list(gl, "group_issues", f"/groups/{group_id}/issues", query)
+        by_project: dict[int, list[Incident]] = {}
+        for item in items:
+            if _is_incident(item):
+                by_project.setdefault(int(item["project_id"]), []).append(_incident(item))
+        return by_project
+
+
+def _encode(id_or_path: str) -> str:
+    """python-gitlab does not encode path arguments of http_request: encode `/` ourselves."""
+    return id_or_path.replace("%", "%25").replace("/", "%2F")
+
+
+def _utc(value: datetime) -> str:
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _incident_query(updated_after: datetime) -> dict[str, str]:
+    return {
+        "issue_type": "incident",
+        "updated_after": _utc(updated_after),
+        "order_by": "updated_at",
+        "sort": "asc",
+        "scope": "all",
+    }
+
+
+def _is_incident(item: dict[str, Any]) -> bool:
+    return item.get("issue_type") == "incident" or item.get("type") == "INCIDENT"
+
+
+def _incident(item: dict[str, Any]) -> Incident:
+    closed = item.get("closed_at") if item.get("state") == "closed" else None
+    return Incident(
+        int(item["id"]), parse_time(item["created_at"]), parse_time(closed) if closed else None
+    )
+
+
+def iter_chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
