@@ -49,6 +49,48 @@ def open_storage(settings: Settings) -> Storage:
     return DiskStorage(settings.cache_dir, size_limit=settings.cache_size_limit)
 
 
+def build_service(
+    settings: Settings, clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+) -> DoraService:
+    """Every long-lived resource of the proxy, wired together (also used by `cache warm`)."""
+    storage = open_storage(settings)
+    upstream = Upstream(
+        settings.upstream_url or "",
+        timeout=settings.upstream_timeout,
+        concurrency=settings.upstream_concurrency,
+        max_retries=settings.upstream_max_retries,
+        rate_limit_max_wait=settings.rate_limit_max_wait,
+    )
+    namespace = cache_namespace(settings)
+    secret = load_server_secret(settings.server_secret, settings.cache_dir)
+    collector = FactsCollector(
+        upstream,
+        storage,
+        FactsPolicy(
+            tz=settings.tz,
+            ttl_settled=settings.facts_ttl_settled,
+            ttl_recent=settings.facts_ttl_recent,
+            settle_margin=settings.facts_settle_margin,
+        ),
+        namespace,
+        clock,
+    )
+    return DoraService(
+        upstream=upstream,
+        permissions=Permissions(upstream, secret, settings.permission_ttl),
+        collector=collector,
+        storage=storage,
+        policy=AnswerPolicy(
+            ttl_past=settings.answer_ttl_past,
+            ttl_current=settings.answer_ttl_current,
+            stale_ttl=max(settings.facts_ttl_settled, settings.answer_ttl_past),
+            stale_on_error=settings.stale_on_error,
+        ),
+        namespace=namespace,
+        clock=clock,
+    )
+
+
 def create_app(
     settings: Settings,
     *,
@@ -63,49 +105,14 @@ def create_app(
     app[handlers.REQUEST_DEADLINE] = settings.request_deadline
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
-        storage = open_storage(settings)
-        upstream = Upstream(
-            settings.upstream_url or "",
-            timeout=settings.upstream_timeout,
-            concurrency=settings.upstream_concurrency,
-            max_retries=settings.upstream_max_retries,
-            rate_limit_max_wait=settings.rate_limit_max_wait,
-        )
-        namespace = cache_namespace(settings)
-        secret = load_server_secret(settings.server_secret, settings.cache_dir)
-        collector = FactsCollector(
-            upstream,
-            storage,
-            FactsPolicy(
-                tz=settings.tz,
-                ttl_settled=settings.facts_ttl_settled,
-                ttl_recent=settings.facts_ttl_recent,
-                settle_margin=settings.facts_settle_margin,
-            ),
-            namespace,
-            clock,
-        )
-        app[STORAGE] = storage
-        app[UPSTREAM] = upstream
-        app[handlers.SERVICE] = DoraService(
-            upstream=upstream,
-            permissions=Permissions(upstream, secret, settings.permission_ttl),
-            collector=collector,
-            storage=storage,
-            policy=AnswerPolicy(
-                ttl_past=settings.answer_ttl_past,
-                ttl_current=settings.answer_ttl_current,
-                stale_ttl=max(settings.facts_ttl_settled, settings.answer_ttl_past),
-                stale_on_error=settings.stale_on_error,
-            ),
-            namespace=namespace,
-            clock=clock,
-        )
+        service = build_service(settings, clock)
+        app[STORAGE] = service.storage
+        app[UPSTREAM] = service.upstream
+        app[handlers.SERVICE] = service
         try:
             yield
         finally:
-            await upstream.close()
-            await storage.close()
+            await service.close()
 
     app.cleanup_ctx.append(resources)
     for name, path in API_ROUTES:

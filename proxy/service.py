@@ -70,6 +70,10 @@ class DoraService:
         self.clock = clock
         self.computations = SingleFlight()
 
+    async def close(self) -> None:
+        await self.upstream.close()
+        await self.storage.close()
+
     def today(self) -> date:
         return self.collector.today()
 

@@ -1,0 +1,205 @@
+"""`dora-proxy`: serve, demo, and cache operations.
+
+Configuration errors stop the command with one line on stderr and exit status 2, never a
+traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import sys
+import tempfile
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from . import __version__
+from .settings import ConfigError, Settings, load_settings
+
+SHUTDOWN_TIMEOUT = 30.0
+
+
+def _add_common(parser: argparse.ArgumentParser, *, upstream: bool = True) -> None:
+    if upstream:
+        parser.add_argument("--upstream-url", dest="upstream_url", help="GitLab base URL")
+    parser.add_argument("--cache-dir", dest="cache_dir", help="disk cache directory")
+    parser.add_argument("--cache-url", dest="cache_url", help="redis://host:port/db")
+    parser.add_argument("--config", dest="config", help="TOML configuration file")
+    parser.add_argument("--time-zone", dest="time_zone", help="IANA time zone (default UTC)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dora-proxy",
+        description="GitLab Ultimate's DORA metrics API for every GitLab tier.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the proxy in front of a GitLab")
+    _add_common(serve)
+    serve.add_argument("--host", dest="host")
+    serve.add_argument("--port", dest="port")
+
+    demo = commands.add_parser("demo", help="run the proxy on a built-in fake GitLab")
+    _add_common(demo, upstream=False)
+    demo.add_argument("--host", dest="host")
+    demo.add_argument("--port", dest="port")
+
+    cache = commands.add_parser("cache", help="operate the cache")
+    cache_commands = cache.add_subparsers(dest="cache_command", required=True)
+    warm = cache_commands.add_parser("warm", help="prefill the cache (nightly job)")
+    _add_common(warm)
+    warm.add_argument("--project", action="append", default=[], metavar="ID_OR_PATH")
+    warm.add_argument("--group", action="append", default=[], metavar="ID_OR_PATH")
+    warm.add_argument(
+        "--token-env",
+        default="DORA_PROXY_WARM_TOKEN",
+        help="environment variable holding the token used upstream (default %(default)s)",
+    )
+    for name, text in (("stats", "show cache statistics"), ("clear", "empty the cache")):
+        sub = cache_commands.add_parser(name, help=text)
+        _add_common(sub, upstream=False)
+    return parser
+
+
+def _settings_from(args: argparse.Namespace, *, require_upstream: bool) -> Settings:
+    names = ("upstream_url", "host", "port", "cache_dir", "cache_url", "config", "time_zone")
+    cli = {name: getattr(args, name, None) for name in names}
+    return load_settings(cli, require_upstream=require_upstream)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "serve":
+            return serve(_settings_from(args, require_upstream=True))
+        if args.command == "demo":
+            return demo(args)
+        from . import cache_commands
+
+        settings = _settings_from(args, require_upstream=args.cache_command == "warm")
+        return cache_commands.run(args, settings)
+    except ConfigError as exc:
+        print(f"dora-proxy: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _prepare(settings: Settings) -> None:
+    from .log import configure_logging
+
+    configure_logging(settings.log_level, settings.log_format)
+
+
+def serve(settings: Settings) -> int:
+    """Serve until SIGTERM/SIGINT; in-flight requests drain before exit."""
+    from .app import create_app
+    from .cache.base import StorageError
+
+    _prepare(settings)
+    try:
+        app = create_app(settings)
+        web.run_app(
+            app,
+            host=settings.host,
+            port=settings.port,
+            print=lambda text: print(text, file=sys.stderr),
+            access_log=None,
+            shutdown_timeout=SHUTDOWN_TIMEOUT,
+        )
+    except StorageError as exc:
+        print(f"dora-proxy: cache error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(
+            f"dora-proxy: cannot listen on {settings.host}:{settings.port}: {exc.strerror}",
+            file=sys.stderr,
+        )
+        return 2
+    return 0
+
+
+def demo(args: argparse.Namespace) -> int:
+    """The proxy in front of a seeded fake GitLab, with ready-to-paste curl lines."""
+    temp = None
+    if getattr(args, "cache_dir", None) is None:
+        temp = tempfile.TemporaryDirectory(prefix="dora-proxy-demo-")
+        args.cache_dir = temp.name
+    settings = _settings_from(args, require_upstream=False)
+    _prepare(settings)
+    try:
+        asyncio.run(_run_demo(settings))
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if temp is not None:
+            temp.cleanup()
+    return 0
+
+
+async def _run_demo(settings: Settings) -> None:
+    from dataclasses import replace
+
+    from .app import create_app
+    from .fake_gitlab.demo_seed import DEMO_PROJECTS, DEMO_TOKENS, build_demo_world
+    from .fake_gitlab.server import FakeGitLab
+
+    today = datetime.now(UTC).astimezone(settings.tz).date()
+    fake = FakeGitLab(build_demo_world(today))
+    upstream_url = await fake.start("127.0.0.1", 0)
+    settings = replace(settings, upstream_url=upstream_url)
+    runner = web.AppRunner(create_app(settings), access_log=None, shutdown_timeout=5)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.host, settings.port)
+    await site.start()
+    base = f"http://{settings.host}:{settings.port}"
+    print(_demo_banner(base, upstream_url, DEMO_PROJECTS, DEMO_TOKENS), flush=True)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        with contextlib.suppress(Exception):
+            await runner.cleanup()
+            await fake.close()
+
+
+def _demo_banner(
+    base: str, upstream_url: str, projects: dict[int, str], tokens: dict[str, Any]
+) -> str:
+    reporter = tokens.get("demo-reporter", next(iter(tokens.values())))
+    first_id, first_path = next(iter(projects.items()))
+    group = first_path.split("/")[0]
+    encoded = first_path.replace("/", "%2F")
+    lines = [
+        f"gitlab-dora-proxy demo: proxy on {base}, fake GitLab on {upstream_url}",
+        "Demo tokens: " + ", ".join(tokens) + "  (reporter can read metrics, guest gets 401)",
+        "Projects: " + ", ".join(f"{pid} {path}" for pid, path in projects.items()),
+        "",
+        "Try:",
+        f"  curl -s -H 'PRIVATE-TOKEN: {reporter}' "
+        f"'{base}/api/v4/projects/{first_id}/dora/metrics?metric=deployment_frequency'",
+        f"  curl -s -H 'PRIVATE-TOKEN: {reporter}' "
+        f"'{base}/api/v4/projects/{encoded}/dora/metrics?metric=lead_time_for_changes"
+        "&interval=monthly'",
+        f"  curl -s -H 'PRIVATE-TOKEN: {reporter}' "
+        f"'{base}/api/v4/groups/{group}/dora/metrics?metric=change_failure_rate&interval=all'",
+        f"  curl -s -H 'PRIVATE-TOKEN: {tokens.get('demo-guest', reporter)}' "
+        f"'{base}/api/v4/projects/{first_id}/dora/metrics?metric=deployment_frequency'",
+        "",
+        "Ctrl-C stops both. The demo is not for production: its GitLab is made up.",
+    ]
+    return "\n".join(lines)
+
+
+def _path(value: str | None) -> Path | None:
+    return Path(value) if value else None
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())
