@@ -250,7 +250,10 @@ class Upstream:
                     retry_transient_errors=False,
                     max_retries=0,
                 )
-            except gitlab.exceptions.GitlabHttpError as exc:
+            except (
+                gitlab.exceptions.GitlabHttpError,
+                gitlab.exceptions.GitlabAuthenticationError,
+            ) as exc:
                 status = str(exc.response_code)
                 code = exc.response_code or 0
                 last = getattr(self._last_response, "value", None)
@@ -264,9 +267,7 @@ class Upstream:
                     body = json.loads(exc.response_body or b"")
                 except ValueError:
                     body = {"message": str(exc.error_message)}
-                kept = {
-                    name: headers[name] for name in ("WWW-Authenticate",) if name in headers
-                }
+                kept = {name: headers[name] for name in ("WWW-Authenticate",) if name in headers}
                 raise UpstreamStatus(code, body, kept, call) from None
             except requests.exceptions.Timeout:
                 status = "timeout"
@@ -316,9 +317,7 @@ class Upstream:
         next_page = response.headers.get("X-Next-Page")
         if next_page:
             parts = urlsplit(response.url)
-            query = "&".join(
-                p for p in parts.query.split("&") if not p.startswith("page=")
-            )
+            query = "&".join(p for p in parts.query.split("&") if not p.startswith("page="))
             return f"{parts.scheme}://{parts.netloc}{parts.path}?{query}&page={next_page}"
         return None
 
@@ -386,13 +385,20 @@ class Upstream:
     ) -> tuple[Environment, ...]:
         items = await self._list(gl, "environments", f"/projects/{project_id}/environments", {})
         return tuple(
-            Environment(int(i["id"]), str(i["name"]), str(i.get("tier") or "other"),
-                        str(i.get("state") or "available"))
+            Environment(
+                int(i["id"]),
+                str(i["name"]),
+                str(i.get("tier") or "other"),
+                str(i.get("state") or "available"),
+            )
             for i in items
         )
 
     async def fetch_deployments(
-        self, gl: gitlab.Gitlab, project_id: int, finished_after: datetime,
+        self,
+        gl: gitlab.Gitlab,
+        project_id: int,
+        finished_after: datetime,
         finished_before: datetime,
     ) -> tuple[Deployment, ...]:
         """Successful deployments whose finish time lies in [finished_after, finished_before)."""
