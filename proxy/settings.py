@@ -468,10 +468,12 @@ def _read_config_file(
         raise ConfigError(f"{source}: cannot read {path!r}: {error.strerror}") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
         raise ConfigError(_one_line(f"{path}: not valid TOML: {error}")) from None
-    for key in data:
+    for key, value in data.items():
         if key not in _BY_NAME:
-            near = difflib.get_close_matches(key, _BY_NAME, n=1)
+            near = difflib.get_close_matches(key, _BY_NAME, n=1, cutoff=0.7)
             hint = f" (did you mean {near[0]!r}?)" if near else ""
+            if isinstance(value, dict):
+                hint = " (settings are top-level keys; the file has no tables)"
             raise ConfigError(_one_line(f"{path}: unknown key {key!r}{hint}"))
     return data, path
 
