@@ -479,7 +479,8 @@ def _read_config_file(
 
 
 def _one_line(message: str) -> str:
-    return " ".join(message.split())
+    """ConfigError promises one line; a TOML parser message or a path might break it."""
+    return message.replace("\r", " ").replace("\n", " ")
 
 
 def settings_table_markdown() -> str:
