@@ -370,6 +370,7 @@ class FakeGitLab:
         self.app = web.Application()
         self.app.router.add_route("*", "/{tail:.*}", self._handle)
         self._runner: web.AppRunner | None = None
+        self.url: str | None = None  # set by start()
         self._handlers: dict[str, Callable[[_Ctx, tuple[str, ...]], Any]] = {
             "user": self._user,
             "project": self._project,
@@ -396,14 +397,13 @@ class FakeGitLab:
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
         """Serve on a real socket (for `dora-proxy demo`); returns the base URL."""
-        self._runner = web.AppRunner(self.app, access_log=None)
+        # No access log (query strings could carry credentials); hung handlers don't hold close.
+        self._runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port)
-        await site.start()
-        server = site._server
-        assert server is not None and server.sockets  # type: ignore[attr-defined]
-        bound_port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
-        return f"http://{host}:{bound_port}"
+        await web.TCPSite(self._runner, host, port).start()
+        bound_port = self._runner.addresses[0][1]
+        self.url = f"http://{host}:{bound_port}"
+        return self.url
 
     async def close(self) -> None:
         if self._runner is not None:
