@@ -357,7 +357,7 @@ class _Ctx:
     request: web.Request
     query: dict[str, str]
     user: User | None
-    web_url: str
+    base_url: str  # scheme and host the client used, for Link headers
 
 
 class FakeGitLab:
@@ -513,7 +513,7 @@ class FakeGitLab:
         if request.method not in ("GET", "HEAD"):
             raise _message(405, "405 Method Not Allowed")
         base = f"{request.scheme}://{request.host}"
-        ctx = _Ctx(request=request, query=query, user=user, web_url=base)
+        ctx = _Ctx(request=request, query=query, user=user, base_url=base)
         result = self._handlers[route.kind](ctx, route.args)
         if isinstance(result, web.Response):
             return result
@@ -629,7 +629,7 @@ class FakeGitLab:
         chunk = [render(item) for item in items[start : start + per_page]]
         raw_path = ctx.request.raw_path.split("?", 1)[0]
         headers = pagination_headers(
-            f"{ctx.web_url}{raw_path}",
+            f"{ctx.base_url}{raw_path}",
             list(ctx.request.query.items()),
             page,
             per_page,
