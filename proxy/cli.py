@@ -19,18 +19,20 @@ from typing import Any
 from aiohttp import web
 
 from . import __version__
-from .settings import ConfigError, Settings, load_settings
+from .settings import SETTINGS, ConfigError, Settings, load_settings
 
 SHUTDOWN_TIMEOUT = 30.0
 
 
 def _add_common(parser: argparse.ArgumentParser, *, upstream: bool = True) -> None:
-    if upstream:
-        parser.add_argument("--upstream-url", dest="upstream_url", help="GitLab base URL")
-    parser.add_argument("--cache-dir", dest="cache_dir", help="disk cache directory")
-    parser.add_argument("--cache-url", dest="cache_url", help="redis://host:port/db")
+    """One flag per setting (generated from the settings table), plus --config."""
     parser.add_argument("--config", dest="config", help="TOML configuration file")
-    parser.add_argument("--time-zone", dest="time_zone", help="IANA time zone (default UTC)")
+    for setting in SETTINGS:
+        if setting.name == "upstream_url" and not upstream:
+            continue
+        if setting.secret:
+            continue  # secrets on a command line end up in ps and shell history
+        parser.add_argument(setting.flag, dest=setting.name, help=setting.help)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,13 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser("serve", help="run the proxy in front of a GitLab")
     _add_common(serve)
-    serve.add_argument("--host", dest="host")
-    serve.add_argument("--port", dest="port")
 
     demo = commands.add_parser("demo", help="run the proxy on a built-in fake GitLab")
     _add_common(demo, upstream=False)
-    demo.add_argument("--host", dest="host")
-    demo.add_argument("--port", dest="port")
 
     cache = commands.add_parser("cache", help="operate the cache")
     cache_commands = cache.add_subparsers(dest="cache_command", required=True)
@@ -69,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _settings_from(args: argparse.Namespace, *, require_upstream: bool) -> Settings:
-    names = ("upstream_url", "host", "port", "cache_dir", "cache_url", "config", "time_zone")
+    names = [setting.name for setting in SETTINGS if not setting.secret] + ["config"]
     cli = {name: getattr(args, name, None) for name in names}
     return load_settings(cli, require_upstream=require_upstream)
 
