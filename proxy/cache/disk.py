@@ -1,0 +1,301 @@
+"""Local cache in a diskcache (SQLite, WAL) directory, safe against planted pickles.
+
+diskcache's default `Disk` pickles any key or value that is not str/bytes/int/float and unpickles
+such rows on read, so anyone able to write into the directory could run code in the proxy
+(CVE-2025-69872, upstream-gitlab-api.md §8). Here:
+
+- `BytesOnlyDisk` stores only str keys and bytes values and refuses to decode any other row;
+  a refused row reads as a miss, is logged and deleted;
+- the directory is created 0700 and must not be group/world-writable or someone else's;
+- a database SQLite calls corrupt is set aside at open (the cache starts empty), so a crash
+  cannot keep the proxy from starting.
+
+Gets run on the event loop (a WAL read takes microseconds); writes go to the executor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import functools
+import os
+import re
+import shutil
+import sqlite3
+import stat
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import diskcache
+import structlog
+from diskcache.core import DBNAME, MODE_BINARY, MODE_RAW, UNKNOWN
+
+from proxy.cache.base import StorageError, check_key, check_required_ttl, check_ttl, check_value
+
+log = structlog.get_logger(__name__)
+
+T = TypeVar("T")
+
+# Seconds SQLite waits for a lock before diskcache gives up. Short, because gets run on the event
+# loop; writes pass retry=True and simply try again.
+_SQLITE_TIMEOUT = 1.0
+_DB_FILES = (DBNAME, f"{DBNAME}-wal", f"{DBNAME}-shm", f"{DBNAME}-journal")
+# diskcache.Disk.filename(): "ab/cd/<28 hex>.val" under the cache directory.
+_VALUE_FILE = re.compile(r"[0-9a-f]{2}/[0-9a-f]{2}/[0-9a-f]{28}\.val")
+_VALUE_DIR = re.compile(r"[0-9a-f]{2}")
+_COUNTER = re.compile(rb"-?[0-9]+")
+
+
+class UnsafeRow(ValueError):
+    """A row not written as a raw str key / bytes value; never decoded, read as a miss."""
+
+
+class BytesOnlyDisk(diskcache.Disk):
+    """diskcache serialisation limited to str keys and bytes values: pickle is refused both ways."""
+
+    def put(self, key: object) -> tuple[str, bool]:
+        return check_key(key), True
+
+    def get(self, key: object, raw: bool) -> str:
+        if not raw or type(key) is not str:
+            raise UnsafeRow("cache row with a non-str (possibly pickled) key")
+        return key
+
+    def store(
+        self, value: object, read: bool, key: object = UNKNOWN
+    ) -> tuple[int, int, str | None, Any]:
+        if read:
+            raise TypeError("file-like cache values are not supported; pass bytes")
+        return super().store(check_value(value), False, key=key)
+
+    def fetch(self, mode: int, filename: str | None, value: object, read: bool) -> bytes:
+        if read:
+            raise TypeError("file-like cache reads are not supported")
+        if mode == MODE_RAW and type(value) is bytes:
+            return value
+        if mode == MODE_BINARY and filename is not None and _VALUE_FILE.fullmatch(filename):
+            return super().fetch(mode, filename, None, False)
+        raise UnsafeRow(f"cache row in mode {mode} is not raw bytes (possibly pickle)")
+
+    def remove(self, file_path: str) -> None:
+        # A planted row could name any path; only ever delete diskcache's own value files.
+        if _VALUE_FILE.fullmatch(file_path):
+            super().remove(file_path)
+
+
+class DiskStorage:
+    """`Storage` in one local directory (not NFS); safe for several processes on one host."""
+
+    name = "disk"
+
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        size_limit: int,
+        executor: concurrent.futures.Executor | None = None,
+    ) -> None:
+        self._directory = Path(directory)
+        self._size_limit = size_limit
+        # By default writes go through one thread of our own: SQLite admits one writer at a
+        # time anyway, and close() can then close that thread's connection too.
+        self._own_executor = (
+            concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="dora-disk-cache")
+            if executor is None
+            else None
+        )
+        self._executor = executor or self._own_executor
+        _prepare_directory(self._directory)
+        self._cache: diskcache.Cache | None = _open_cache(self._directory, size_limit)
+
+    async def get(self, key: str) -> bytes | None:
+        check_key(key)
+        cache = self._opened()
+        try:
+            with self._errors():
+                return cache.get(key)
+        except UnsafeRow as exc:
+            log.warning("cache.undecodable", backend=self.name, key=key, reason=str(exc))
+            await self._run(cache.delete, key, retry=True)
+            return None
+
+    async def set(self, key: str, value: bytes, ttl: float | None) -> None:
+        cache = self._opened()
+        await self._run(
+            cache.set, check_key(key), check_value(value), expire=check_ttl(ttl), retry=True
+        )
+
+    async def add(self, key: str, value: bytes, ttl: float) -> bool:
+        cache = self._opened()
+        return await self._run(
+            cache.add,
+            check_key(key),
+            check_value(value),
+            expire=check_required_ttl(ttl),
+            retry=True,
+        )
+
+    async def delete(self, key: str) -> None:
+        await self._run(self._opened().delete, check_key(key), retry=True)
+
+    async def incr(self, key: str) -> int:
+        return await self._run(_incr, self._opened(), check_key(key))
+
+    async def clear(self) -> int:
+        return await self._run(self._opened().clear, retry=True)
+
+    async def stats(self) -> dict[str, int | str]:
+        cache = self._opened()
+        entries, volume = await self._run(lambda: (len(cache), cache.volume()))
+        return {
+            "backend": self.name,
+            "entries": entries,  # includes expired rows not yet culled
+            "bytes": volume,
+            "size_limit": self._size_limit,
+        }
+
+    async def check_writable(self) -> None:
+        await self._run(_round_trip, self._opened())
+
+    async def close(self) -> None:
+        cache, self._cache = self._cache, None
+        if cache is None:
+            return
+        cache.close()  # the event loop thread's connection (gets)
+        if self._own_executor is not None:
+            # Queued writes finish first; then the last connection closes and SQLite folds the
+            # WAL back into cache.db. Connections in a caller's executor close when the Cache is
+            # garbage-collected.
+            await asyncio.get_running_loop().run_in_executor(self._own_executor, cache.close)
+            self._own_executor.shutdown(wait=False)
+
+    def _opened(self) -> diskcache.Cache:
+        if self._cache is None:
+            raise StorageError("disk cache is closed")
+        return self._cache
+
+    @contextlib.contextmanager
+    def _errors(self) -> Iterator[None]:
+        try:
+            yield
+        except (sqlite3.Error, diskcache.Timeout, OSError) as exc:
+            raise StorageError(f"disk cache in {self._directory}: {exc}") from exc
+
+    async def _run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        loop = asyncio.get_running_loop()
+        with self._errors():
+            return await loop.run_in_executor(
+                self._executor, functools.partial(fn, *args, **kwargs)
+            )
+
+
+def _incr(cache: diskcache.Cache, key: str) -> int:
+    """Redis INCR on diskcache: ASCII digits as the value, any lifetime kept, one transaction."""
+    with cache.transact(retry=True):
+        value, expire_time = cache.get(key, expire_time=True)
+        if value is None:
+            current = 0
+        elif _COUNTER.fullmatch(value):
+            current = int(value)
+        else:
+            raise ValueError(f"cache value at {key!r} is not an integer")
+        ttl = None if expire_time is None else max(expire_time - time.time(), 0.001)
+        cache.set(key, str(current + 1).encode(), expire=ttl, retry=True)
+        return current + 1
+
+
+def _round_trip(cache: diskcache.Cache) -> None:
+    key = f"-/check-writable/{uuid.uuid4().hex}"
+    token = os.urandom(16)
+    cache.set(key, token, expire=60, retry=True)
+    try:
+        if cache.get(key) != token:
+            raise StorageError("disk cache read back a different value than it wrote")
+    finally:
+        cache.delete(key, retry=True)
+
+
+def _prepare_directory(directory: Path) -> None:
+    """Create the directory 0700, or refuse one that others could plant rows into."""
+    try:
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        info = directory.stat()
+    except OSError as exc:
+        raise StorageError(f"cannot create cache directory {directory}: {exc.strerror}") from exc
+    if not stat.S_ISDIR(info.st_mode):
+        raise StorageError(f"cache directory {directory} is not a directory")
+    if info.st_uid != os.geteuid():
+        raise StorageError(
+            f"cache directory {directory} is owned by uid {info.st_uid}, not by this process "
+            f"(uid {os.geteuid()}); refusing to use it"
+        )
+    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise StorageError(
+            f"cache directory {directory} is group- or world-writable "
+            f"(mode {stat.S_IMODE(info.st_mode):04o}); refusing to use it (chmod 700 it)"
+        )
+
+
+def _restrict_db_files(directory: Path) -> None:
+    """Make the SQLite files 0600; creating cache.db first makes SQLite copy that to -wal/-shm."""
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(directory / DBNAME, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+    for name in _DB_FILES:
+        path = directory / name
+        with contextlib.suppress(FileNotFoundError):
+            if path.stat().st_mode & 0o077:
+                path.chmod(0o600)
+
+
+def _open_cache(directory: Path, size_limit: int) -> diskcache.Cache:
+    """Open the cache; if SQLite calls the database corrupt, remove it and start empty."""
+    try:
+        return _connect(directory, size_limit)
+    except (sqlite3.OperationalError, diskcache.Timeout, OSError) as exc:
+        # Locked, unreadable, disk full: not corruption, so nothing is deleted.
+        raise StorageError(f"cannot open disk cache in {directory}: {exc}") from exc
+    except sqlite3.DatabaseError as exc:
+        log.warning(
+            "cache.corrupt",
+            backend="disk",
+            directory=str(directory),
+            error=str(exc),
+            action="removed the database and value files; starting empty",
+        )
+        _remove_cache_files(directory)
+    try:
+        return _connect(directory, size_limit)
+    except (sqlite3.Error, diskcache.Timeout, OSError) as exc:
+        raise StorageError(f"cannot open disk cache in {directory}: {exc}") from exc
+
+
+def _connect(directory: Path, size_limit: int) -> diskcache.Cache:
+    _restrict_db_files(directory)
+    # Cache() only reads the Settings table, so check the whole file first (opening also replays
+    # a WAL left by a killed process).
+    with contextlib.closing(sqlite3.connect(directory / DBNAME)) as con:
+        problems = [row for (row,) in con.execute("PRAGMA quick_check") if row != "ok"]
+    if problems:
+        raise sqlite3.DatabaseError("; ".join(problems[:3]))
+    cache = diskcache.Cache(
+        str(directory),
+        timeout=_SQLITE_TIMEOUT,
+        disk=BytesOnlyDisk,
+        size_limit=size_limit,
+        eviction_policy="least-recently-stored",
+    )
+    _restrict_db_files(directory)
+    return cache
+
+
+def _remove_cache_files(directory: Path) -> None:
+    """Delete diskcache's own files only (the directory may be a mount point: keep it)."""
+    for name in _DB_FILES:
+        (directory / name).unlink(missing_ok=True)
+    for child in directory.iterdir():
+        if _VALUE_DIR.fullmatch(child.name) and child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child)
