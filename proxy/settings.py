@@ -497,6 +497,7 @@ def settings_table_markdown() -> str:
             default = f"`{str(s.default).lower()}`"
         else:
             default = f"`{s.default}`"
-        cells = [f"`{s.name}`", f"`{s.flag}`", f"`{s.env_var}`", names[s.type], default, s.help]
+        flag = "(none: secret)" if s.secret else f"`{s.flag}`"
+        cells = [f"`{s.name}`", flag, f"`{s.env_var}`", names[s.type], default, s.help]
         lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
     return "\n".join(lines) + "\n"

@@ -506,7 +506,8 @@ def test_table_lists_every_setting():
     rows = [line for line in table.splitlines() if line.startswith("| `")]
     assert len(rows) == len(SETTINGS)
     for setting, row in zip(SETTINGS, rows, strict=True):
-        assert row.startswith(f"| `{setting.name}` | `{setting.flag}` | `{setting.env_var}` |")
+        flag = "(none: secret)" if setting.secret else f"`{setting.flag}`"
+        assert row.startswith(f"| `{setting.name}` | {flag} | `{setting.env_var}` |")
         assert setting.help in row
 
 
