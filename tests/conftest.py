@@ -18,10 +18,7 @@ from proxy.fake_gitlab.server import FakeGitLab
 from proxy.fake_gitlab.world import World
 from proxy.settings import Settings
 
-try:
-    from tests.redis_server import redis_url  # noqa: F401  (fixture)
-except ImportError:  # pragma: no cover - being written
-    pass
+pytest_plugins = ["tests.redis_server"]
 
 
 @pytest.fixture(autouse=True)

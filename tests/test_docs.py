@@ -13,7 +13,8 @@ README = (ROOT / "README.md").read_text()
 
 def test_readme_configuration_table_is_generated_from_settings() -> None:
     assert settings_table_markdown() in README, (
-        "README's configuration table is out of date: paste proxy.settings.settings_table_markdown()"
+        "README's configuration table is out of date: "
+        "paste proxy.settings.settings_table_markdown()"
     )
 
 

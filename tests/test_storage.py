@@ -24,10 +24,7 @@ from structlog.testing import capture_logs
 from proxy.cache import Storage, StorageError, open_storage
 from proxy.cache.disk import BytesOnlyDisk, DiskStorage, UnsafeRow
 from proxy.cache.redis import RedisStorage
-from tests.redis_server import (
-    free_port,
-    redis_url,  # noqa: F401  (fixture; the lead registers it later)
-)
+from tests.redis_server import free_port
 
 SIZE_LIMIT = 64 * 2**20
 
@@ -388,7 +385,7 @@ async def test_disk_add_is_atomic_across_instances_and_threads(tmp_path: Path) -
 # --- redis only -------------------------------------------------------------------------------
 
 
-async def test_redis_prefixes_keys_and_sets_ttl_in_the_same_command(redis_url: str) -> None:  # noqa: F811
+async def test_redis_prefixes_keys_and_sets_ttl_in_the_same_command(redis_url: str) -> None:
     namespace = f"test-{uuid.uuid4().hex}"
     store = RedisStorage(redis_url, namespace=namespace)
     other = RedisStorage(redis_url, namespace=f"{namespace}-other")
@@ -409,7 +406,7 @@ async def test_redis_prefixes_keys_and_sets_ttl_in_the_same_command(redis_url: s
         await other.close()
 
 
-async def test_redis_reads_a_foreign_type_as_a_logged_miss(redis_url: str) -> None:  # noqa: F811
+async def test_redis_reads_a_foreign_type_as_a_logged_miss(redis_url: str) -> None:
     namespace = f"test-{uuid.uuid4().hex}"
     store = RedisStorage(redis_url, namespace=namespace)
     raw = redis.asyncio.from_url(redis_url)
