@@ -160,7 +160,8 @@ class FactsCollector:
         days = days_between(start, end)
         ids = [p.id for p in projects]
         incidents: dict[int, tuple[Incident, ...]] = {}
-        if need.incidents and len(ids) >= GROUP_ISSUES_MIN_PROJECTS:
+        group_stream = need.incidents and len(ids) >= GROUP_ISSUES_MIN_PROJECTS
+        if group_stream:
             incidents = await self._group_incidents(gl, group, ids, days)
         per_project = await asyncio.gather(
             *(
@@ -169,12 +170,12 @@ class FactsCollector:
                     pid,
                     start,
                     end,
-                    Need(need.merge_requests, need.incidents and not incidents, need.tiers),
+                    Need(need.merge_requests, need.incidents and not group_stream, need.tiers),
                 )
                 for pid in ids
             )
         )
-        if incidents:
+        if group_stream:
             per_project = [
                 ProjectFacts(
                     p.project_id,
