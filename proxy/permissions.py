@@ -83,12 +83,16 @@ class Permissions:
 
     async def authorize(
         self,
-        gl: gitlab.Gitlab,
+        client: Callable[[], gitlab.Gitlab],
         credential: Credential | None,
         container: str,
         id_or_path: str,
     ) -> ContainerInfo:
-        """The container if the caller may read its DORA metrics; raises the GitLab error else."""
+        """The container if the caller may read its DORA metrics; raises the GitLab error else.
+
+        `client` builds the caller's upstream client; it is only called on a cache miss, so a
+        cached decision costs no client construction.
+        """
         key = (self.caller_key(credential), container, id_or_path)
         cached = self.cache.get(key)
         if isinstance(cached, ProxyError):
@@ -96,7 +100,7 @@ class Permissions:
         if isinstance(cached, ContainerInfo):
             return cached
         try:
-            info = await self._decide(gl, credential, container, id_or_path)
+            info = await self._decide(client(), credential, container, id_or_path)
         except (NotFound, Unauthorized, UpstreamRejected) as decision:
             self.cache.put(key, decision)
             raise

@@ -7,6 +7,7 @@ comes back is the exact body bytes plus what the HTTP layer needs for caching he
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -85,8 +86,8 @@ class DoraService:
         unchecked: UncheckedQuery,
     ) -> Answer:
         """The answer GitLab Ultimate would give; raises the error it would give otherwise."""
-        gl = self.upstream.client(credential)
-        info = await self.permissions.authorize(gl, credential, container, id_or_path)
+        client = functools.cache(lambda: self.upstream.client(credential))
+        info = await self.permissions.authorize(client, credential, container, id_or_path)
         query = validate_query(unchecked)
         key, stale_key = await self._answer_keys(container, info, query)
         ttl = self.policy.ttl_past if query.end_date < self.today() else self.policy.ttl_current
@@ -96,7 +97,9 @@ class DoraService:
         try:
             body = await self.computations.run(
                 key,
-                lambda: self._compute_and_store(gl, container, info, query, key, stale_key, ttl),
+                lambda: self._compute_and_store(
+                    client(), container, info, query, key, stale_key, ttl
+                ),
             )
         except UPSTREAM_FAULTS as fault:
             stale = await self.storage.get(stale_key) if self.policy.stale_on_error else None
