@@ -34,12 +34,17 @@ import gitlab
 import gitlab.exceptions
 import requests
 import requests.adapters
+import structlog
 
 from . import USER_AGENT
 from .errors import BadGateway, GatewayTimeout, ServiceUnavailable
 from .facts import Deployment, Environment, Incident, MergeRequest, parse_time
 
 PER_PAGE = 100
+FORBIDDEN_MEANS_EMPTY = frozenset(
+    {"environments", "deployments", "deployment_mrs", "project_issues", "group_issues"}
+)
+log = structlog.get_logger("proxy.upstream")
 
 
 @dataclass(frozen=True, slots=True)
@@ -296,7 +301,15 @@ class Upstream:
         url: str | None = path
         params: dict[str, Any] | None = {**query, "per_page": PER_PAGE}
         while url is not None:
-            response = await self._get(gl, kind, url, params)
+            try:
+                response = await self._get(gl, kind, url, params)
+            except UpstreamStatus as exc:
+                if exc.status == 403 and kind in FORBIDDEN_MEANS_EMPTY:
+                    # A disabled feature (issues, environments): GitLab's DORA would find no
+                    # rows there either. Counted as empty, and logged.
+                    log.warning("upstream_forbidden_as_empty", call=exc.call, kind=kind)
+                    return []
+                raise BadGateway(detail=f"{exc.call}: upstream answered {exc.status}") from None
             page = response.json()
             if not isinstance(page, list):
                 raise BadGateway(detail=f"GET {path}: expected a list")

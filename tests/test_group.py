@@ -95,3 +95,17 @@ async def test_group_past_its_deadline_answers_504(world, start_stack):
         f"/api/v4/groups/300/dora/metrics?metric=deployment_frequency&{WINDOW}", RITA
     )
     assert (status, body) == (504, '{"message":"504 Gateway Timeout"}')
+
+
+async def test_issues_feature_disabled_counts_as_no_incidents(world, start_stack):
+    """upstream-gitlab-api.md §1.10: a 403 on issues means no incidents, not an error."""
+    top = world.add_group(300, "top")
+    world.add_member(12, top, REPORTER)
+    project = world.add_project(3000, "p0", top, issues_enabled=False)
+    world.deploy_many(world.add_environment(project, "production", "production"), 2, "2021-01-10")
+    stack = await start_stack(world, now=NOW)
+    status, body = await stack.get(
+        f"/api/v4/projects/3000/dora/metrics?metric=change_failure_rate&{WINDOW}", RITA
+    )
+    assert (status, body) == (200, '[{"date":"2021-01-10","value":0.0}]')
+    assert [c.status for c in stack.fake.calls_of("project_issues")] == [403]
