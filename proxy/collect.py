@@ -30,6 +30,7 @@ from . import facts as f
 from .cache.base import Storage
 from .cache.lifetimes import put
 from .facts import Deployment, Environment, Incident, MergeRequest, ProjectFacts
+from .observability import Telemetry
 from .single_flight import SingleFlight
 from .upstream import ContainerInfo, Upstream
 
@@ -76,6 +77,7 @@ class FactsCollector:
         policy: FactsPolicy,
         namespace: str,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        telemetry: Telemetry | None = None,
     ) -> None:
         self.upstream = upstream
         self.storage = storage
@@ -83,6 +85,7 @@ class FactsCollector:
         self.namespace = namespace
         self.clock = clock
         self.flights = SingleFlight()
+        self.telemetry = telemetry or Telemetry()
 
     # ---- keys and lifetimes -------------------------------------------------------------------
     def _key(self, project_id: int, *parts: object) -> str:
@@ -192,6 +195,7 @@ class FactsCollector:
         """The group's own and descendant projects (archived included, shared excluded)."""
         key = f"{self.namespace}|group:{group.id}|projects"
         cached = await self.storage.get(key)
+        self.telemetry.cache_lookup("facts", cached is not None)
         if cached is not None:
             return [ContainerInfo(p["id"], p["full_path"]) for p in f.loads(cached)]  # type: ignore[union-attr]
 
@@ -217,13 +221,17 @@ class FactsCollector:
     async def _environments(self, gl: gitlab.Gitlab, project_id: int) -> tuple[Environment, ...]:
         key = self.environments_key(project_id)
         cached = await self.storage.get(key)
+        self.telemetry.cache_lookup("facts", cached is not None)
         if cached is not None:
             return f.environments_from_json(f.loads(cached))  # type: ignore[arg-type]
 
         async def fetch() -> tuple[Environment, ...]:
             environments = await self.upstream.fetch_environments(gl, project_id)
-            await put(self.storage,
-                key, f.dumps(f.environments_to_json(environments)), self.policy.ttl_recent
+            await put(
+                self.storage,
+                key,
+                f.dumps(f.environments_to_json(environments)),
+                self.policy.ttl_recent,
             )
             return environments
 
@@ -237,6 +245,7 @@ class FactsCollector:
         missing: list[date] = []
         for day in days:
             cached = await self.storage.get(self.deployments_key(project_id, day))
+            self.telemetry.cache_lookup("facts", cached is not None)
             if cached is None:
                 missing.append(day)
             else:
@@ -270,7 +279,8 @@ class FactsCollector:
             if day in by_day:
                 by_day[day].append(deployment)
         for day, items in by_day.items():
-            await put(self.storage,
+            await put(
+                self.storage,
                 self.deployments_key(project_id, day),
                 f.dumps(f.deployments_to_json(tuple(items))),
                 self._ttl_for_day(day),
@@ -294,14 +304,18 @@ class FactsCollector:
     ) -> tuple[MergeRequest, ...]:
         key = self._key(project_id, "merge-requests", deployment.id)
         cached = await self.storage.get(key)
+        self.telemetry.cache_lookup("facts", cached is not None)
         if cached is not None:
             return f.merge_requests_from_json(f.loads(cached))  # type: ignore[arg-type]
 
         async def fetch() -> tuple[MergeRequest, ...]:
             mrs = await self.upstream.fetch_deployment_merge_requests(gl, project_id, deployment.id)
             if deployment.finished_at + MR_LINK_DELAY <= self.clock():
-                await put(self.storage,
-                    key, f.dumps(f.merge_requests_to_json(mrs)), self.policy.ttl_settled
+                await put(
+                    self.storage,
+                    key,
+                    f.dumps(f.merge_requests_to_json(mrs)),
+                    self.policy.ttl_settled,
                 )
             return mrs
 
@@ -321,6 +335,7 @@ class FactsCollector:
         missing = []
         for day, key in keys.items():
             cached = await self.storage.get(key)
+            self.telemetry.cache_lookup("facts", cached is not None)
             if cached is None:
                 missing.append(day)
             else:
@@ -340,8 +355,8 @@ class FactsCollector:
         stored = {}
         for day, items in by_day.items():
             value = tuple(items)
-            await put(self.storage,
-                keys[day], f.dumps(f.incidents_to_json(value)), self._ttl_for_day(day)
+            await put(
+                self.storage, keys[day], f.dumps(f.incidents_to_json(value)), self._ttl_for_day(day)
             )
             stored[day] = value
         return stored

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import hashlib
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
@@ -21,9 +21,10 @@ from .cache.lifetimes import put
 from .collect import FactsCollector, Need
 from .errors import BadGateway, GatewayTimeout, ServiceUnavailable
 from .metrics import compute_metric, render
+from .observability import Telemetry
 from .params import DoraQuery, UncheckedQuery, validate_query
 from .permissions import Permissions
-from .single_flight import SingleFlight
+from .single_flight import SingleFlight, StorageLock
 from .upstream import ContainerInfo, Credential, Upstream
 
 log = structlog.get_logger("proxy.service")
@@ -61,6 +62,8 @@ class DoraService:
         policy: AnswerPolicy,
         namespace: str,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        telemetry: Telemetry | None = None,
+        replica_lock: StorageLock | None = None,
     ) -> None:
         self.upstream = upstream
         self.permissions = permissions
@@ -70,6 +73,9 @@ class DoraService:
         self.namespace = namespace
         self.clock = clock
         self.computations = SingleFlight()
+        self.telemetry = telemetry or Telemetry()
+        # Other processes sharing the storage compute a cold answer once (None: this one only).
+        self.replica_lock = replica_lock
 
     async def close(self) -> None:
         await self.upstream.close()
@@ -92,14 +98,19 @@ class DoraService:
         key, stale_key = await self._answer_keys(container, info, query)
         ttl = self.policy.ttl_past if query.end_date < self.today() else self.policy.ttl_current
         cached = await self.storage.get(key)
+        self.telemetry.cache_lookup("answer", cached is not None)
         if cached is not None:
             return Answer(cached, "hit", int(ttl))
+
+        def compute() -> Awaitable[bytes]:
+            return self.telemetry.computing(
+                self._compute_and_store(client(), container, info, query, key, stale_key, ttl)
+            )
+
+        lock = self.replica_lock if ttl > 0 else None  # an uncached answer is never shared
         try:
             body = await self.computations.run(
-                key,
-                lambda: self._compute_and_store(
-                    client(), container, info, query, key, stale_key, ttl
-                ),
+                key, (lambda: lock.run(key, compute)) if lock else compute
             )
         except UPSTREAM_FAULTS as fault:
             stale = await self.storage.get(stale_key) if self.policy.stale_on_error else None
@@ -112,6 +123,7 @@ class DoraService:
                 cause=fault.status,
                 detail=fault.detail,
             )
+            self.telemetry.stale_served()
             return Answer(stale, "stale", 0)
         return Answer(body, "miss", int(ttl))
 

@@ -1,12 +1,22 @@
-"""Single flight: concurrent callers asking for the same key share one computation."""
+"""Single flight: concurrent callers asking for the same key share one computation.
+
+`SingleFlight` merges callers inside one process; `StorageLock` extends that to every process
+sharing the cache storage (replicas on one Redis, or processes on one disk cache).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+from .cache.base import Storage, StorageError
+
 T = TypeVar("T")
+# Extra seconds a waiter allows past the lock's lifetime before it stops waiting.
+_LOCK_MARGIN = 1.0
 
 
 class SingleFlight:
@@ -36,3 +46,74 @@ class SingleFlight:
             del self._tasks[key]
         if not task.cancelled():
             task.exception()  # mark retrieved: the callers saw it
+
+
+class StorageLock:
+    """Single flight across processes: one holder of `<key>|lock` in the shared storage computes.
+
+    `SingleFlight` only merges callers inside one process. Replicas sharing a Redis (or
+    processes sharing one disk cache) would each compute the same cold answer; here the caller
+    that manages to `add` the lock key computes and stores the answer, and the others poll the
+    storage until the answer appears. The lock lives at most `ttl` seconds, so a holder that
+    crashed (or hangs) delays the others by at most that long; when the lock disappears without
+    an answer (holder failed, expired, or the answer is not cacheable) a waiter takes over.
+
+    `work` must store its result under `key` (the answer cache does); its result is returned to
+    the holder only. `on_outcome` receives "acquired", "shared" (another process's answer was
+    used), "took_over" or "timed_out" (waited `ttl` plus a margin, then computed anyway).
+    """
+
+    def __init__(
+        self,
+        storage: Storage,
+        *,
+        ttl: float,
+        poll_interval: float = 0.05,
+        on_outcome: Callable[[str], None] | None = None,
+    ) -> None:
+        self.storage = storage
+        self.ttl = ttl
+        self.poll_interval = poll_interval
+        self.on_outcome = on_outcome
+
+    async def run(self, key: str, work: Callable[[], Awaitable[bytes]]) -> bytes:
+        lock_key = f"{key}|lock"
+        token = uuid.uuid4().hex.encode()
+        loop = asyncio.get_running_loop()
+        give_up_at = loop.time() + self.ttl + _LOCK_MARGIN
+        outcome = "acquired"
+        while True:
+            if await self.storage.add(lock_key, token, self.ttl):
+                self._report(outcome)
+                try:
+                    return await work()
+                finally:
+                    await self._release(lock_key, token)
+            while True:
+                await asyncio.sleep(self.poll_interval)
+                answer = await self.storage.get(key)
+                if answer is not None:
+                    self._report("shared")
+                    return answer
+                if loop.time() >= give_up_at:
+                    # The lock outlived its own lifetime (clock trouble, a wedged backend):
+                    # computing twice beats waiting forever.
+                    self._report("timed_out")
+                    return await work()
+                if await self.storage.get(lock_key) is None:
+                    outcome = "took_over"
+                    break
+
+    async def _release(self, lock_key: str, token: bytes) -> None:
+        """Delete the lock if it is still ours (it may have expired and been re-taken).
+
+        Read-then-delete is not atomic; the window is one round trip, and the worst case is
+        one extra computation elsewhere, never a wrong answer.
+        """
+        with contextlib.suppress(StorageError):
+            if await self.storage.get(lock_key) == token:
+                await self.storage.delete(lock_key)
+
+    def _report(self, outcome: str) -> None:
+        if self.on_outcome is not None:
+            self.on_outcome(outcome)

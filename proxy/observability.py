@@ -1,0 +1,230 @@
+"""Prometheus metrics for one proxy app: `GET /metrics`, plus the probes `/-/readiness` and
+`/-/liveness` (`/-/health` stays in handlers).
+
+Each app owns a `CollectorRegistry` of its own (never prometheus_client's global one), so tests
+that run several apps in one process count separately. Labels are route names, layer and kind
+names, and status codes: never a raw path (ids, paths and tokens would explode cardinality and
+leak) and never a credential.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import aiohttp
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
+
+from .cache.base import Storage, StorageError
+
+T = TypeVar("T")
+
+PREFIX = "dora_proxy"
+# Seconds; DORA answers range from a cache hit (ms) to a cold group computation (tens of s).
+REQUEST_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60)
+UPSTREAM_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+READINESS_TIMEOUT = 3.0  # seconds per readiness check, whatever upstream_timeout says
+UNMATCHED = "unmatched"  # route label for requests no route matched (404/405)
+
+
+class Telemetry:
+    """Every metric the proxy exports, registered in one private registry."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            f"{PREFIX}_http_requests",
+            "HTTP requests answered, by route name and status code.",
+            ("route", "status"),
+            registry=r,
+        )
+        self.request_seconds = Histogram(
+            f"{PREFIX}_http_request_duration_seconds",
+            "Time to answer an HTTP request, by route name and status code.",
+            ("route", "status"),
+            buckets=REQUEST_BUCKETS,
+            registry=r,
+        )
+        self.cache_hits = Counter(
+            f"{PREFIX}_cache_hits",
+            "Cache lookups that found an entry, by layer (answer, facts).",
+            ("layer",),
+            registry=r,
+        )
+        self.cache_misses = Counter(
+            f"{PREFIX}_cache_misses",
+            "Cache lookups that found nothing, by layer (answer, facts).",
+            ("layer",),
+            registry=r,
+        )
+        self.upstream_calls = Counter(
+            f"{PREFIX}_upstream_requests",
+            "HTTP calls to the upstream GitLab, by endpoint kind and outcome (status code, "
+            "timeout, connection_error, malformed, error).",
+            ("kind", "status"),
+            registry=r,
+        )
+        self.upstream_seconds = Histogram(
+            f"{PREFIX}_upstream_request_duration_seconds",
+            "Duration of one upstream HTTP call (one page), by endpoint kind.",
+            ("kind",),
+            buckets=UPSTREAM_BUCKETS,
+            registry=r,
+        )
+        self.computations = Gauge(
+            f"{PREFIX}_computations_in_flight",
+            "Answer computations running in this process right now.",
+            registry=r,
+        )
+        self.stale_answers = Counter(
+            f"{PREFIX}_stale_answers",
+            "Expired answers served because the upstream failed.",
+            registry=r,
+        )
+        self.shared_lock = Counter(
+            f"{PREFIX}_shared_lock",
+            "Cold answers by what the cross-process lock decided: acquired (computed here), "
+            "shared (another process computed it), took_over (its holder gave up), timed_out.",
+            ("outcome",),
+            registry=r,
+        )
+
+    # ---- call sites -----------------------------------------------------------------------
+    def cache_lookup(self, layer: str, hit: bool) -> None:
+        (self.cache_hits if hit else self.cache_misses).labels(layer).inc()
+
+    def upstream_call(self, kind: str, status: str, seconds: float) -> None:
+        """`Upstream`'s observer (runs in its worker threads; prometheus_client is thread-safe)."""
+        self.upstream_calls.labels(kind, status).inc()
+        self.upstream_seconds.labels(kind).observe(seconds)
+
+    def stale_served(self) -> None:
+        self.stale_answers.inc()
+
+    def lock_outcome(self, outcome: str) -> None:
+        self.shared_lock.labels(outcome).inc()
+
+    async def computing(self, work: Awaitable[T]) -> T:
+        """Await `work`, counted in the in-flight gauge meanwhile."""
+        with self.computations.track_inprogress():
+            return await work
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+TELEMETRY = web.AppKey("telemetry", Telemetry)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def route_name(request: web.Request) -> str:
+    """The matched route's name (`project_dora`, `health`, ...), never the raw path."""
+    match_info = request.match_info
+    if match_info.http_exception is not None:
+        return UNMATCHED
+    route = match_info.route
+    return route.name or (route.resource.canonical if route.resource else UNMATCHED)
+
+
+@web.middleware
+async def count_requests(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Outermost middleware: every answer counted, errors included, by route and status."""
+    telemetry = request.app[TELEMETRY]
+    started = time.perf_counter()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except web.HTTPException as exc:
+        status = exc.status
+        raise
+    finally:
+        labels = (route_name(request), str(status))
+        telemetry.requests.labels(*labels).inc()
+        telemetry.request_seconds.labels(*labels).observe(time.perf_counter() - started)
+
+
+async def metrics_endpoint(request: web.Request) -> web.Response:
+    """Prometheus text exposition format 0.0.4."""
+    body = request.app[TELEMETRY].render()
+    response = web.Response(body=body)
+    response.headers["Content-Type"] = CONTENT_TYPE_PLAIN_0_0_4
+    return response
+
+
+# ---- probes -----------------------------------------------------------------------------------
+
+
+class Readiness:
+    """Can this replica answer DORA requests: upstream reachable and cache writable.
+
+    Upstream: an anonymous `GET <upstream>/api/v4/user` (one of the eleven endpoints the proxy
+    may call; without a credential GitLab answers 401 at once, touching no data). Any answer
+    below 500 within the timeout counts as reachable: the proxy has no token of its own, so
+    401 is the expected answer. A 5xx (GitLab or its front proxy failing), a timeout or a
+    connection error counts as unreachable. Plain aiohttp, not the upstream thread pool: a
+    pool busy with slow real requests must not make the probe fail, and a probe is not retried.
+    """
+
+    def __init__(self, upstream_url: str, storage: Storage, timeout: float) -> None:
+        self.url = upstream_url.rstrip("/") + "/api/v4/user"
+        self.storage = storage
+        self.timeout = timeout
+
+    async def check(self) -> dict[str, str]:
+        """Each check's result: "ok" or a short reason (never a credential: there is none)."""
+        upstream, cache = await asyncio.gather(self._upstream(), self._cache())
+        return {"upstream": upstream, "cache": cache}
+
+    async def _upstream(self) -> str:
+        try:
+            timeout = aiohttp.ClientTimeout(total=self.timeout)
+            async with (
+                aiohttp.ClientSession(timeout=timeout) as session,
+                session.get(self.url, allow_redirects=False) as response,
+            ):
+                status = response.status
+        except TimeoutError:
+            return f"no answer within {self.timeout:g}s"
+        except aiohttp.ClientError as exc:
+            return f"unreachable: {type(exc).__name__}"
+        if status >= 500:
+            return f"answered {status}"
+        return "ok"
+
+    async def _cache(self) -> str:
+        try:
+            async with asyncio.timeout(self.timeout):
+                await self.storage.check_writable()
+        except TimeoutError:
+            return f"no answer within {self.timeout:g}s"
+        except StorageError as exc:
+            return f"not writable: {exc}"
+        return "ok"
+
+
+READINESS = web.AppKey("readiness", Readiness)
+
+
+async def readiness(request: web.Request) -> web.Response:
+    """200 when every check passes; 503 naming the failed ones otherwise."""
+    checks = await request.app[READINESS].check()
+    failed = sorted(name for name, result in checks.items() if result != "ok")
+    if failed:
+        return web.json_response(
+            {"status": "unavailable", "failed": failed, "checks": checks}, status=503
+        )
+    return web.json_response({"status": "ok", "checks": checks})
+
+
+async def liveness(request: web.Request) -> web.Response:
+    """The event loop runs handlers: answering at all is the proof (a blocked loop times out)."""
+    await asyncio.sleep(0)
+    return web.json_response({"status": "ok"})
