@@ -12,13 +12,15 @@ from datetime import UTC, datetime
 
 from aiohttp import web
 
-from . import handlers, middleware
+from . import handlers, middleware, observability
 from .cache.base import Storage
 from .collect import FactsCollector, FactsPolicy
+from .observability import READINESS, READINESS_TIMEOUT, TELEMETRY, Readiness, Telemetry
 from .permissions import Permissions
 from .server_secret import load_server_secret
 from .service import AnswerPolicy, DoraService
 from .settings import Settings
+from .single_flight import StorageLock
 from .upstream import Upstream
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -39,27 +41,39 @@ def cache_namespace(settings: Settings) -> str:
     return f"v1|{hashlib.sha256(identity.encode()).hexdigest()[:12]}"
 
 
-def open_storage(settings: Settings) -> Storage:
+DEFAULT_REDIS_NAMESPACE = "dora-proxy"
+
+
+def open_storage(settings: Settings, *, redis_namespace: str | None = None) -> Storage:
+    """Redis when `cache_url` is set (keys under `redis_namespace:`), else the disk cache."""
     if settings.cache_url:
         from .cache.redis import RedisStorage
 
-        return RedisStorage(settings.cache_url)
+        return RedisStorage(
+            settings.cache_url, namespace=redis_namespace or DEFAULT_REDIS_NAMESPACE
+        )
     from .cache.disk import DiskStorage
 
     return DiskStorage(settings.cache_dir, size_limit=settings.cache_size_limit)
 
 
 def build_service(
-    settings: Settings, clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+    settings: Settings,
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    *,
+    telemetry: Telemetry | None = None,
+    redis_namespace: str | None = None,
 ) -> DoraService:
     """Every long-lived resource of the proxy, wired together (also used by `cache warm`)."""
-    storage = open_storage(settings)
+    telemetry = telemetry or Telemetry()
+    storage = open_storage(settings, redis_namespace=redis_namespace)
     upstream = Upstream(
         settings.upstream_url or "",
         timeout=settings.upstream_timeout,
         concurrency=settings.upstream_concurrency,
         max_retries=settings.upstream_max_retries,
         rate_limit_max_wait=settings.rate_limit_max_wait,
+        observer=telemetry.upstream_call,
     )
     namespace = cache_namespace(settings)
     secret = load_server_secret(settings.server_secret, settings.cache_dir)
@@ -74,6 +88,7 @@ def build_service(
         ),
         namespace,
         clock,
+        telemetry=telemetry,
     )
     return DoraService(
         upstream=upstream,
@@ -88,6 +103,12 @@ def build_service(
         ),
         namespace=namespace,
         clock=clock,
+        telemetry=telemetry,
+        # Replicas (or processes on one disk cache) compute a cold answer once; a holder that
+        # died frees the lock after one request deadline.
+        replica_lock=StorageLock(
+            storage, ttl=settings.request_deadline, on_outcome=telemetry.lock_outcome
+        ),
     )
 
 
@@ -95,18 +116,29 @@ def create_app(
     settings: Settings,
     *,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    redis_namespace: str | None = None,
 ) -> web.Application:
-    """The proxy as an aiohttp application. `clock` is injectable for tests ("today")."""
+    """The proxy as an aiohttp application. `clock` is injectable for tests ("today");
+    `redis_namespace` keeps proxies that share one Redis apart (default: they share)."""
+    telemetry = Telemetry()
     app = web.Application(
-        middlewares=[middleware.request_log, middleware.errors],
+        middlewares=[observability.count_requests, middleware.request_log, middleware.errors],
         handler_args={"max_line_size": MAX_LINE_SIZE, "max_field_size": MAX_FIELD_SIZE},
     )
     app[SETTINGS] = settings
     app[handlers.REQUEST_DEADLINE] = settings.request_deadline
+    app[TELEMETRY] = telemetry
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
-        service = build_service(settings, clock)
+        service = build_service(
+            settings, clock, telemetry=telemetry, redis_namespace=redis_namespace
+        )
         app[STORAGE] = service.storage
+        app[READINESS] = Readiness(
+            settings.upstream_url or "",
+            service.storage,
+            min(settings.upstream_timeout, READINESS_TIMEOUT),
+        )
         app[UPSTREAM] = service.upstream
         app[handlers.SERVICE] = service
         try:
@@ -117,5 +149,8 @@ def create_app(
     app.cleanup_ctx.append(resources)
     for name, path in API_ROUTES:
         app.router.add_get(path, handlers.dora_metrics, name=name)
-    app.router.add_get("/-/health", handlers.health)
+    app.router.add_get("/-/health", handlers.health, name="health")
+    app.router.add_get("/-/readiness", observability.readiness, name="readiness")
+    app.router.add_get("/-/liveness", observability.liveness, name="liveness")
+    app.router.add_get("/metrics", observability.metrics_endpoint, name="metrics")
     return app
