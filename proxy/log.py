@@ -1,7 +1,9 @@
 """structlog set-up: one JSON line per event on stdout (a console renderer on a terminal).
 
 A redaction processor runs last before rendering, so a credential that slipped into an event
-(a header dict, a query string) is masked whatever the call site did.
+(a header dict, a query string) is masked whatever the call site did. Tracebacks are rendered
+without frame locals: a local variable can hold a caller's token (structlog's dict tracebacks
+show locals by default, and the redaction cannot know which local is a secret).
 """
 
 from __future__ import annotations
@@ -15,18 +17,23 @@ from typing import Any
 import structlog
 
 _SECRET_KEYS = re.compile(
-    r"(private[-_]token|authorization|job[-_]token|access[-_]token|x-gitlab-token|cookie|secret)",
+    r"(token|authorization|x-gitlab-token|cookie|secret|password)",
     re.IGNORECASE,
 )
 _SECRET_IN_TEXT = re.compile(
-    r"((?:private_token|access_token|job_token)=)[^&\s]+|(Bearer\s+)\S+", re.IGNORECASE
+    r"((?:private_token|access_token|job_token)=)[^&\s]+"
+    r"|((?:Bearer|Basic)\s+)\S+"
+    r"|((?:private-token|job-token|x-gitlab-token)['\"]?\s*[:=]\s*['\"]?)[^\s'\",}]+",
+    re.IGNORECASE,
 )
 REDACTED = "[redacted]"
 
 
 def _redact_value(value: Any) -> Any:
     if isinstance(value, str):
-        return _SECRET_IN_TEXT.sub(lambda m: (m.group(1) or m.group(2)) + REDACTED, value)
+        return _SECRET_IN_TEXT.sub(
+            lambda m: (m.group(1) or m.group(2) or m.group(3)) + REDACTED, value
+        )
     if isinstance(value, dict):
         return {
             k: REDACTED if isinstance(k, str) and _SECRET_KEYS.search(k) else _redact_value(v)
@@ -54,14 +61,16 @@ def configure_logging(level: str = "info", fmt: str = "auto") -> None:
         numeric = logging.INFO
     use_console = fmt == "console" or (fmt == "auto" and sys.stdout.isatty())
     renderer: Any = (
-        structlog.dev.ConsoleRenderer() if use_console else structlog.processors.JSONRenderer()
+        structlog.dev.ConsoleRenderer(exception_formatter=structlog.dev.plain_traceback)
+        if use_console
+        else structlog.processors.JSONRenderer()
     )
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.dict_tracebacks if not use_console else _identity,
+            _DICT_TRACEBACKS if not use_console else _identity,
             redact,
             renderer,
         ],
@@ -72,6 +81,11 @@ def configure_logging(level: str = "info", fmt: str = "auto") -> None:
     logging.basicConfig(level=max(numeric, logging.WARNING), stream=sys.stderr)
     # aiohttp's access log would print raw query strings (tokens); our middleware logs instead.
     logging.getLogger("aiohttp.access").disabled = True
+
+
+_DICT_TRACEBACKS = structlog.processors.ExceptionRenderer(
+    structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
+)
 
 
 def _identity(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:

@@ -7,18 +7,24 @@ with its traceback and answers a generic 500 without details.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Awaitable, Callable
 
 import structlog
 from aiohttp import web
 
-from .errors import ProxyError
+from .errors import GatewayTimeout, ProxyError
 from .facts import dumps
 from .upstream import CURRENT_STATS, CallStats
 
 log = structlog.get_logger("proxy.request")
 CACHE_STATUS = web.RequestKey("cache_status", str)
+# Which upstream call made a 5xx answer fail. The bodies are fixed by the spec, so the detail
+# travels in this header (and the log): method and upstream path only, never a credential.
+UPSTREAM_ERROR_HEADER = "X-Dora-Proxy-Upstream-Error"
+_NOT_HEADER_SAFE = re.compile(r"[^\x20-\x7e]")
+_MAX_HEADER_DETAIL = 300
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -61,14 +67,40 @@ async def request_log(request: web.Request, handler: Handler) -> web.StreamRespo
             )
 
 
+def _failure_detail(exc: ProxyError) -> str | None:
+    """The error's detail; a deadline names the upstream call(s) it was still waiting for."""
+    detail = exc.detail
+    stats = CURRENT_STATS.get()
+    if isinstance(exc, GatewayTimeout) and stats is not None and stats.in_flight:
+        waiting = ", ".join(sorted(set(stats.in_flight))[:3])
+        detail = f"{waiting}: {detail or 'request deadline exceeded'}"
+    return detail
+
+
+def header_safe(text: str) -> str:
+    """Printable ASCII only (no CR/LF, no unicode from a caller's path), bounded length."""
+    safe = _NOT_HEADER_SAFE.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+    return safe[:_MAX_HEADER_DETAIL]
+
+
 @web.middleware
 async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except ProxyError as exc:
+        headers = dict(exc.headers)
         if exc.status >= 500:
-            log.warning("upstream_failure", status=exc.status, detail=exc.detail)
-        return json_error(exc.status, exc.body, exc.headers)
+            detail = _failure_detail(exc)
+            log.warning(
+                "upstream_failure",
+                method=request.method,
+                path=request.path,
+                status=exc.status,
+                detail=detail,
+            )
+            if detail:
+                headers[UPSTREAM_ERROR_HEADER] = header_safe(detail)
+        return json_error(exc.status, exc.body, headers)
     except web.HTTPException as exc:
         if not request.path.startswith("/api/v4/"):
             raise

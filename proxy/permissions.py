@@ -93,16 +93,21 @@ class Permissions:
         `client` builds the caller's upstream client; it is only called on a cache miss, so a
         cached decision costs no client construction.
         """
+        if credential is not None and not _could_be_a_token(credential.token):
+            # No GitLab token looks like this, so GitLab would answer its unknown-token 401.
+            # Answered here: such a value cannot even be put on the wire (non-Latin-1 text,
+            # control characters) or hashed (undecodable bytes arrive as surrogates).
+            raise UpstreamRejected(401, {"message": "401 Unauthorized"})
         key = (self.caller_key(credential), container, id_or_path)
         cached = self.cache.get(key)
         if isinstance(cached, ProxyError):
-            raise cached
+            raise _fresh(cached)
         if isinstance(cached, ContainerInfo):
             return cached
         try:
             info = await self._decide(client(), credential, container, id_or_path)
         except (NotFound, Unauthorized, UpstreamRejected) as decision:
-            self.cache.put(key, decision)
+            self.cache.put(key, _fresh(decision))  # without the traceback and its frames
             raise
         self.cache.put(key, info)
         return info
@@ -162,6 +167,20 @@ class Permissions:
             if exc.status in (401, 403):
                 return 0
             raise _unexpected(exc) from None
+
+
+def _could_be_a_token(token: str) -> bool:
+    """GitLab tokens (personal, project, group, OAuth) are printable ASCII without spaces."""
+    return token.isascii() and token.isprintable() and " " not in token
+
+
+def _fresh(error: ProxyError) -> ProxyError:
+    """A copy of a cached decision to raise: re-raising one exception object from many
+    requests would grow its traceback with every raise (and share it between tasks)."""
+    fresh = type(error).__new__(type(error))
+    fresh.__dict__.update(error.__dict__)
+    fresh.args = error.args
+    return fresh
 
 
 def _as_body(body: object) -> dict[str, object]:

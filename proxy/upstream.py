@@ -15,11 +15,14 @@ becomes a `ProxyError` or `UpstreamStatus`. No message ever carries a credential
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import email.utils
 import functools
 import http.cookiejar
 import json
+import math
+import random
 import threading
 import time
 from collections import Counter
@@ -28,7 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import gitlab
 import gitlab.exceptions
@@ -92,16 +95,24 @@ class _Retryable(Exception):
 
 
 class _RateLimited(Exception):
-    def __init__(self, wait: float | None) -> None:
+    def __init__(self, wait: float | None, remaining: str | None = None) -> None:
         super().__init__("rate limited")
         self.wait = wait
+        self.remaining = remaining
 
 
 @dataclass
 class CallStats:
-    """Upstream calls made on behalf of one proxy request (read by the request log)."""
+    """Upstream calls made on behalf of one proxy request (read by the request log).
+
+    `in_flight` names the calls started and not yet answered, so a request that runs out of
+    its deadline can say which upstream call it was waiting for. `rate_limit_waited` is the
+    time already spent waiting out 429s: the cap on waiting applies per proxy request.
+    """
 
     calls: Counter[str] = field(default_factory=Counter)
+    in_flight: list[str] = field(default_factory=list)
+    rate_limit_waited: float = 0.0
 
     @property
     def total(self) -> int:
@@ -124,20 +135,31 @@ class _NoCookies(http.cookiejar.DefaultCookiePolicy):
 
 
 def _retry_after_seconds(headers: Any) -> float | None:
-    value = headers.get("Retry-After")
+    """Seconds to wait from `Retry-After` (seconds or HTTP date), else `RateLimit-Reset`.
+
+    None when neither header gives a usable finite value: another proxy's garbage must not
+    raise here (that would answer 500) nor produce an infinite wait.
+    """
+    value = (headers.get("Retry-After") or "").strip()
     if value:
         try:
-            return max(0.0, float(value))
+            seconds = float(value)
         except ValueError:
-            parsed = email.utils.parsedate_to_datetime(value)
-            if parsed is not None:
-                return max(0.0, (parsed - datetime.now(UTC)).total_seconds())
-    reset = headers.get("RateLimit-Reset")
+            try:
+                parsed = email.utils.parsedate_to_datetime(value)
+                seconds = (parsed - datetime.now(UTC)).total_seconds()
+            except (TypeError, ValueError, OverflowError):  # garbage, or a date without zone
+                seconds = math.nan
+        if math.isfinite(seconds):
+            return max(0.0, seconds)
+    reset = (headers.get("RateLimit-Reset") or "").strip()
     if reset:
         try:
-            return max(0.0, float(reset) - time.time())
+            seconds = float(reset) - time.time()
         except ValueError:
             return None
+        if math.isfinite(seconds):
+            return max(0.0, seconds)
     return None
 
 
@@ -206,32 +228,61 @@ class Upstream:
     async def _get(
         self, gl: gitlab.Gitlab, kind: str, path: str, query: dict[str, Any] | None = None
     ) -> requests.Response:
-        """GET one page; retries transient failures; raises ProxyError or UpstreamStatus."""
-        call = f"GET {path.split('?')[0] if '://' not in path else urlsplit(path).path}"
+        """GET one page; retries transient failures; raises ProxyError or UpstreamStatus.
+
+        5xx answers, dropped connections, timeouts and malformed JSON are retried up to
+        `max_retries` times with exponential backoff (a GET is safe to repeat), then answer 502
+        (504 for timeouts). A 429 is waited out (Retry-After, else RateLimit-Reset, else backoff)
+        while the proxy request's total rate-limit wait stays within `rate_limit_max_wait`;
+        beyond that the caller gets 503 with Retry-After at once. Every wait is an
+        `asyncio.sleep`: neither the event loop nor a worker thread is held.
+        """
+        call = _call_name(path)
         loop = asyncio.get_running_loop()
+        stats = CURRENT_STATS.get()
+        waited = 0.0  # this call's rate-limit waits, for calls made outside a proxy request
         attempt = 0
         while True:
-            stats = CURRENT_STATS.get()
             if stats is not None:
                 stats.calls[kind] += 1
+                stats.in_flight.append(call)
             started = time.monotonic()
+            cancelled = False
             try:
                 return await loop.run_in_executor(
                     self._executor,
                     functools.partial(self._get_sync, gl, kind, call, path, query, started),
                 )
+            except asyncio.CancelledError:
+                cancelled = True  # the request's deadline names the call it was waiting for
+                raise
             except _RateLimited as limited:
-                wait = limited.wait if limited.wait is not None else 0.5 * 2**attempt
-                if wait > self.rate_limit_max_wait or attempt >= self.max_retries:
+                wait = limited.wait if limited.wait is not None else _backoff(attempt, 0.5)
+                spent = stats.rate_limit_waited if stats is not None else waited
+                if spent + wait > self.rate_limit_max_wait or attempt >= self.max_retries:
                     raise ServiceUnavailable(
-                        int(wait) + 1 if wait else 1, detail=f"{call}: rate limited upstream"
+                        math.ceil(wait),
+                        detail=f"{call}: rate limited upstream (would wait {wait:.1f} s more)",
                     ) from None
+                log.info(
+                    "upstream_rate_limited",
+                    call=call,
+                    wait_s=round(wait, 3),
+                    ratelimit_remaining=limited.remaining,
+                )
+                waited += wait
+                if stats is not None:
+                    stats.rate_limit_waited += wait
             except _Retryable as failure:
                 if attempt >= self.max_retries:
                     if failure.timeout:
                         raise GatewayTimeout(detail=f"{call}: {failure}") from None
                     raise BadGateway(detail=f"{call}: {failure}") from None
-                wait = 0.1 * 2**attempt
+                wait = _backoff(attempt, 0.1)
+                log.info("upstream_retry", call=call, reason=str(failure), attempt=attempt + 1)
+            finally:
+                if stats is not None and not cancelled:
+                    stats.in_flight.remove(call)
             attempt += 1
             await asyncio.sleep(wait)
 
@@ -264,7 +315,9 @@ class Upstream:
                 last = getattr(self._last_response, "value", None)
                 headers = last.headers if last is not None else {}
                 if code == 429:
-                    raise _RateLimited(_retry_after_seconds(headers)) from None
+                    raise _RateLimited(
+                        _retry_after_seconds(headers), headers.get("RateLimit-Remaining")
+                    ) from None
                 if code >= 500:
                     raise _Retryable(f"upstream answered {code}") from None
                 body: Any
@@ -280,8 +333,14 @@ class Upstream:
             except (requests.exceptions.ConnectionError, requests.exceptions.ChunkedEncodingError):
                 status = "connection_error"
                 raise _Retryable("connection failed") from None
-            except requests.exceptions.RequestException as exc:
+            except (requests.exceptions.RequestException, gitlab.exceptions.GitlabError) as exc:
+                # Redirect off the origin, invalid URL, python-gitlab's own refusals.
                 raise BadGateway(detail=f"{call}: {type(exc).__name__}") from None
+            except (UnicodeError, ValueError) as exc:
+                # http.client refuses what it cannot put on the wire; never a 500.
+                raise BadGateway(
+                    detail=f"{call}: request not sendable ({type(exc).__name__})"
+                ) from None
             status = str(response.status_code)
             try:
                 response.json()
@@ -314,7 +373,7 @@ class Upstream:
             if not isinstance(page, list):
                 raise BadGateway(detail=f"GET {path}: expected a list")
             for item in page:
-                if not isinstance(item, dict) or "id" not in item:
+                if not isinstance(item, dict) or not isinstance(item.get("id"), int | str):
                     raise BadGateway(detail=f"GET {path}: malformed item")
                 items.setdefault(item["id"], item)
             url = self._next_page(response)
@@ -337,22 +396,24 @@ class Upstream:
     # ---- the eleven endpoints -----------------------------------------------------------------
     async def fetch_user(self, gl: gitlab.Gitlab) -> UserInfo:
         data = (await self._get(gl, "user", "/user")).json()
-        return UserInfo(
-            id=int(data["id"]),
-            is_admin=data.get("is_admin") is True,
-            is_auditor=data.get("is_auditor") is True,
-        )
+        with _answer_shape("GET /user"):
+            return UserInfo(
+                id=int(data["id"]),
+                is_admin=data.get("is_admin") is True,
+                is_auditor=data.get("is_auditor") is True,
+            )
 
     async def fetch_project(self, gl: gitlab.Gitlab, id_or_path: str) -> ContainerInfo:
-        data = (await self._get(gl, "project", f"/projects/{_encode(id_or_path)}")).json()
-        return ContainerInfo(id=int(data["id"]), full_path=str(data["path_with_namespace"]))
+        path = f"/projects/{_encode(id_or_path)}"
+        data = (await self._get(gl, "project", path)).json()
+        with _answer_shape(f"GET {path}"):
+            return ContainerInfo(id=int(data["id"]), full_path=str(data["path_with_namespace"]))
 
     async def fetch_group(self, gl: gitlab.Gitlab, id_or_path: str) -> ContainerInfo:
-        response = await self._get(
-            gl, "group", f"/groups/{_encode(id_or_path)}", {"with_projects": "false"}
-        )
-        data = response.json()
-        return ContainerInfo(id=int(data["id"]), full_path=str(data["full_path"]))
+        path = f"/groups/{_encode(id_or_path)}"
+        data = (await self._get(gl, "group", path, {"with_projects": "false"})).json()
+        with _answer_shape(f"GET {path}"):
+            return ContainerInfo(id=int(data["id"]), full_path=str(data["full_path"]))
 
     async def fetch_access_level(
         self, gl: gitlab.Gitlab, container: str, container_id: int, user_id: int
@@ -365,10 +426,11 @@ class Upstream:
             if exc.status == 404:
                 return 0
             raise
-        state = data.get("membership_state", "active")
-        if data.get("state", "active") != "active" or state != "active":
-            return 0
-        return int(data.get("access_level") or 0)
+        with _answer_shape(f"GET {path}"):
+            state = data.get("membership_state", "active")
+            if data.get("state", "active") != "active" or state != "active":
+                return 0
+            return int(data.get("access_level") or 0)
 
     async def fetch_group_projects(
         self, gl: gitlab.Gitlab, group: ContainerInfo
@@ -387,25 +449,30 @@ class Upstream:
         )
         prefix = group.full_path + "/"
         projects = []
-        for item in items:
-            namespace = (item.get("namespace") or {}).get("full_path", "")
-            if namespace == group.full_path or namespace.startswith(prefix):
-                projects.append(ContainerInfo(int(item["id"]), str(item["path_with_namespace"])))
+        with _answer_shape(f"GET /groups/{group.id}/projects"):
+            for item in items:
+                namespace = str((item.get("namespace") or {}).get("full_path", ""))
+                if namespace == group.full_path or namespace.startswith(prefix):
+                    projects.append(
+                        ContainerInfo(int(item["id"]), str(item["path_with_namespace"]))
+                    )
         return sorted(projects, key=lambda p: p.id)
 
     async def fetch_environments(
         self, gl: gitlab.Gitlab, project_id: int
     ) -> tuple[Environment, ...]:
-        items = await self._list(gl, "environments", f"/projects/{project_id}/environments", {})
-        return tuple(
-            Environment(
-                int(i["id"]),
-                str(i["name"]),
-                str(i.get("tier") or "other"),
-                str(i.get("state") or "available"),
+        path = f"/projects/{project_id}/environments"
+        items = await self._list(gl, "environments", path, {})
+        with _answer_shape(f"GET {path}"):
+            return tuple(
+                Environment(
+                    int(i["id"]),
+                    str(i["name"]),
+                    str(i.get("tier") or "other"),
+                    str(i.get("state") or "available"),
+                )
+                for i in items
             )
-            for i in items
-        )
 
     async def fetch_deployments(
         self,
@@ -428,57 +495,93 @@ class Upstream:
             },
         )
         result = []
-        for item in items:
-            if item.get("status") != "success" or not item.get("environment"):
-                continue
-            deployable = item.get("deployable") or {}
-            finished = deployable.get("finished_at") or item.get("updated_at")
-            if not finished:
-                continue
-            result.append(
-                Deployment(int(item["id"]), int(item["environment"]["id"]), parse_time(finished))
-            )
+        with _answer_shape(f"GET /projects/{project_id}/deployments"):
+            for item in items:
+                if item.get("status") != "success" or not item.get("environment"):
+                    continue
+                deployable = item.get("deployable") or {}
+                finished = deployable.get("finished_at") or item.get("updated_at")
+                if not finished:
+                    continue
+                result.append(
+                    Deployment(
+                        int(item["id"]), int(item["environment"]["id"]), parse_time(finished)
+                    )
+                )
         return tuple(result)
 
     async def fetch_deployment_merge_requests(
         self, gl: gitlab.Gitlab, project_id: int, deployment_id: int
     ) -> tuple[MergeRequest, ...]:
-        items = await self._list(
-            gl,
-            "deployment_mrs",
-            f"/projects/{project_id}/deployments/{deployment_id}/merge_requests",
-            {},
-        )
-        return tuple(
-            MergeRequest(int(i["id"]), parse_time(i["merged_at"]) if i.get("merged_at") else None)
-            for i in items
-        )
+        path = f"/projects/{project_id}/deployments/{deployment_id}/merge_requests"
+        items = await self._list(gl, "deployment_mrs", path, {})
+        with _answer_shape(f"GET {path}"):
+            return tuple(
+                MergeRequest(
+                    int(i["id"]), parse_time(i["merged_at"]) if i.get("merged_at") else None
+                )
+                for i in items
+            )
 
     async def fetch_project_incidents(
         self, gl: gitlab.Gitlab, project_id: int, updated_after: datetime
     ) -> tuple[Incident, ...]:
         """Incidents updated since `updated_after`: a superset of those created or closed since."""
-        items = await self._list(
-            gl, "project_issues", f"/projects/{project_id}/issues", _incident_query(updated_after)
-        )
-        return tuple(_incident(i) for i in items if _is_incident(i))
+        path = f"/projects/{project_id}/issues"
+        items = await self._list(gl, "project_issues", path, _incident_query(updated_after))
+        with _answer_shape(f"GET {path}"):
+            return tuple(_incident(i) for i in items if _is_incident(i))
 
     async def fetch_group_incidents(
         self, gl: gitlab.Gitlab, group_id: int, updated_after: datetime
     ) -> dict[int, list[Incident]]:
         """Incidents of every project below the group (archived included), by project id."""
         query = {**_incident_query(updated_after), "non_archived": "false"}
-        items = await self._list(gl, "group_issues", f"/groups/{group_id}/issues", query)
+        path = f"/groups/{group_id}/issues"
+        items = await self._list(gl, "group_issues", path, query)
         by_project: dict[int, list[Incident]] = {}
-        for item in items:
-            if _is_incident(item):
-                by_project.setdefault(int(item["project_id"]), []).append(_incident(item))
+        with _answer_shape(f"GET {path}"):
+            for item in items:
+                if _is_incident(item):
+                    by_project.setdefault(int(item["project_id"]), []).append(_incident(item))
         return by_project
 
 
+@contextlib.contextmanager
+def _answer_shape(call: str) -> Iterator[None]:
+    """Valid JSON that is not shaped like GitLab's answer (a missing key, a list for a dict, a
+    bad timestamp) is a bad upstream answer: 502 naming the call, never a 500."""
+    try:
+        yield
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
+        raise BadGateway(detail=f"{call}: unexpected answer ({type(exc).__name__})") from None
+
+
 def _encode(id_or_path: str) -> str:
-    """python-gitlab does not encode path arguments of http_request: encode `/` ourselves."""
-    return id_or_path.replace("%", "%25").replace("/", "%2F")
+    """One URL path segment for an id or full path, whatever the caller sent.
+
+    python-gitlab does not encode path arguments of http_request, and `requests` would read a
+    raw `#` as a fragment, `?` as a query and resolve `.`/`..` segments (`/projects/..`
+    became `GET /api/v4/`). Everything but unreserved characters is percent-encoded, and a
+    segment of dots has its dots encoded too, so the upstream sees the caller's id as one
+    opaque segment and answers 404 for nonsense, as GitLab itself would.
+    """
+    segment = quote(id_or_path, safe="")
+    if segment.strip(".") == "":
+        segment = segment.replace(".", "%2E")
+    return segment
+
+
+def _call_name(path: str) -> str:
+    """`GET /projects/11/deployments`: method and path, never the query (or a host)."""
+    if "://" in path:  # a next-page link: keep the path below /api/v4
+        path = urlsplit(path).path.split("/api/v4", 1)[-1]
+    return f"GET {path.split('?')[0]}"
+
+
+def _backoff(attempt: int, base: float) -> float:
+    """Exponential backoff with ±20 % jitter, so retrying callers do not stampede together."""
+    return base * 2**attempt * random.uniform(0.8, 1.2)
 
 
 def _utc(value: datetime) -> str:
