@@ -1,7 +1,14 @@
-"""Shared fixtures: a fake GitLab on 127.0.0.1 and the real proxy app in front of it."""
+"""Shared fixtures: a fake GitLab on 127.0.0.1 and the real proxy app in front of it.
+
+`DORA_PROXY_TEST_BACKEND=redis` runs every stack on the session's private redis-server instead
+of a disk cache (scripts/test runs the cache-sensitive files a second time so). Each cache
+directory a test gives (or gets by default) maps to its own Redis namespace, so stacks share a
+cache exactly when they would share one on disk.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field, replace
@@ -13,19 +20,32 @@ import pytest
 import structlog
 from aiohttp.test_utils import TestClient, TestServer
 
-from proxy.app import create_app
+from proxy.app import STORAGE, create_app
+from proxy.cache.base import Storage
+from proxy.cache.redis import RedisStorage
 from proxy.fake_gitlab.server import FakeGitLab
 from proxy.fake_gitlab.world import World
 from proxy.settings import Settings
 
 pytest_plugins = ["tests.redis_server"]
 
+BACKEND_ENV = "DORA_PROXY_TEST_BACKEND"
+# Read once: the autouse fixture below keeps it, but tests may change the environment.
+TEST_BACKEND = os.environ.get(BACKEND_ENV, "disk")
+if TEST_BACKEND not in ("disk", "redis"):
+    raise pytest.UsageError(f"{BACKEND_ENV} must be disk or redis, not {TEST_BACKEND!r}")
+KEPT_VARIABLES = ("DORA_PROXY_REQUIRE_REDIS", BACKEND_ENV)
+
+
+def pytest_report_header() -> str:
+    return f"cache backend of the stacks: {TEST_BACKEND} ({BACKEND_ENV})"
+
 
 @pytest.fixture(autouse=True)
 def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     """No DORA_PROXY_* variable of the developer's shell leaks into a test."""
     for name in list(os.environ):
-        if name.startswith("DORA_PROXY_") and name != "DORA_PROXY_REQUIRE_REDIS":
+        if name.startswith("DORA_PROXY_") and name not in KEPT_VARIABLES:
             monkeypatch.delenv(name)
     structlog.reset_defaults()
 
@@ -60,6 +80,11 @@ class Stack:
     def base_url(self) -> str:
         return str(self.client.make_url("")).rstrip("/")
 
+    @property
+    def storage(self) -> Storage:
+        """The app's cache storage (disk or Redis, whichever this run uses)."""
+        return self.client.server.app[STORAGE]
+
 
 def test_settings(upstream_url: str, cache_dir: Path, **overrides: Any) -> Settings:
     base = Settings(
@@ -74,12 +99,18 @@ def test_settings(upstream_url: str, cache_dir: Path, **overrides: Any) -> Setti
     return replace(base, **overrides)
 
 
+def redis_namespace_for(cache_dir: Path) -> str:
+    """The Redis namespace standing in for a cache directory (same directory, same cache)."""
+    return "test-" + hashlib.sha256(str(cache_dir).encode()).hexdigest()[:16]
+
+
 @pytest.fixture
 async def start_stack(
-    tmp_path: Path,
+    tmp_path: Path, request: pytest.FixtureRequest
 ) -> AsyncIterator[Callable[..., Awaitable[Stack]]]:
     """`stack = await start_stack(world, time_zone="UTC", now=datetime(...), **settings)`."""
     started: list[tuple[TestClient, FakeGitLab]] = []
+    namespaces: dict[str, str] = {}  # Redis namespace -> URL, emptied at the end
 
     async def start(
         world: World,
@@ -93,16 +124,22 @@ async def start_stack(
             fake = FakeGitLab(world)
             fake.url = await fake.start()  # type: ignore[attr-defined]
             started.append((None, fake))  # type: ignore[arg-type]
-        settings = test_settings(
-            fake.url, cache_dir or tmp_path / f"cache{len(started)}", **overrides
-        )
+        cache_dir = cache_dir or tmp_path / f"cache{len(started)}"
+        namespace = None
+        if TEST_BACKEND == "redis" and "cache_url" not in overrides:
+            overrides["cache_url"] = request.getfixturevalue("redis_url")
+            namespace = redis_namespace_for(cache_dir)
+            namespaces[namespace] = overrides["cache_url"]
+        settings = test_settings(fake.url, cache_dir, **overrides)
         if now is None:
             clock = lambda: datetime.now(UTC)  # noqa: E731
         elif callable(now):
             clock = now
         else:
             clock = lambda: now  # noqa: E731
-        client = TestClient(TestServer(create_app(settings, clock=clock)))
+        client = TestClient(
+            TestServer(create_app(settings, clock=clock, redis_namespace=namespace))
+        )
         await client.start_server()
         started.append((client, None))  # type: ignore[arg-type]
         return Stack(client=client, fake=fake, settings=settings)
@@ -113,3 +150,7 @@ async def start_stack(
             await client.close()
         if fake is not None:
             await fake.close()
+    for namespace, url in namespaces.items():  # leave the session's redis-server empty
+        storage = RedisStorage(url, namespace=namespace)
+        await storage.clear()
+        await storage.close()

@@ -26,6 +26,7 @@ log = structlog.get_logger(__name__)
 
 _SCHEMES = ("redis", "rediss", "unix")
 _SCAN_BATCH = 500
+_MAX_CONNECTIONS = 64  # per process; more concurrent commands wait for a free connection
 _GLOB_SPECIAL = re.compile(r"([*?\[\]\\])")
 
 
@@ -40,9 +41,17 @@ class RedisStorage:
         self._prefix = f"{namespace}:"
         self._namespace = namespace
         try:
-            self._client: redis.asyncio.Redis | None = redis.asyncio.from_url(
-                url, socket_timeout=timeout, socket_connect_timeout=timeout
+            # A blocking pool: a burst of concurrent reads (a group's per-deployment entries)
+            # waits up to `timeout` for a free connection instead of failing at the default
+            # pool's limit with "Too many connections".
+            pool = redis.asyncio.BlockingConnectionPool.from_url(
+                url,
+                max_connections=_MAX_CONNECTIONS,
+                timeout=timeout,
+                socket_timeout=timeout,
+                socket_connect_timeout=timeout,
             )
+            self._client: redis.asyncio.Redis | None = redis.asyncio.Redis.from_pool(pool)
         except (ValueError, TypeError, redis.exceptions.RedisError):
             # The parser's message may quote the URL; do not chain it.
             raise StorageError(f"invalid redis URL for {self._location}") from None
