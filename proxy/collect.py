@@ -19,6 +19,7 @@ A day is *settled* once it ended more than `settle_margin` seconds ago: its entr
 from __future__ import annotations
 
 import asyncio
+import weakref
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
@@ -85,7 +86,17 @@ class FactsCollector:
         self.namespace = namespace
         self.clock = clock
         self.flights = SingleFlight()
+        # "Read the cached days, fetch the missing ones" runs under a per-project lock: day
+        # entries are written one by one, so a second request reading them mid-write would see
+        # a different set of missing days, miss the running flight and fetch them again.
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         self.telemetry = telemetry or Telemetry()
+
+    def _lock(self, name: str) -> asyncio.Lock:
+        lock = self._locks.get(name)
+        if lock is None:
+            lock = self._locks[name] = asyncio.Lock()
+        return lock
 
     # ---- keys and lifetimes -------------------------------------------------------------------
     def _key(self, project_id: int, *parts: object) -> str:
@@ -241,6 +252,12 @@ class FactsCollector:
     async def _deployments(
         self, gl: gitlab.Gitlab, project_id: int, days: list[date]
     ) -> tuple[Deployment, ...]:
+        async with self._lock(self._key(project_id, "deployments-lock")):
+            return await self._deployments_locked(gl, project_id, days)
+
+    async def _deployments_locked(
+        self, gl: gitlab.Gitlab, project_id: int, days: list[date]
+    ) -> tuple[Deployment, ...]:
         found: list[Deployment] = []
         missing: list[date] = []
         for day in days:
@@ -364,6 +381,12 @@ class FactsCollector:
     async def _incidents(
         self, gl: gitlab.Gitlab, project_id: int, days: list[date]
     ) -> tuple[Incident, ...]:
+        async with self._lock(self._key(project_id, "incidents-lock")):
+            return await self._incidents_locked(gl, project_id, days)
+
+    async def _incidents_locked(
+        self, gl: gitlab.Gitlab, project_id: int, days: list[date]
+    ) -> tuple[Incident, ...]:
         keys, found, missing = await self._cached_incident_days(project_id, days)
         if missing:
 
@@ -381,6 +404,12 @@ class FactsCollector:
         self, gl: gitlab.Gitlab, group: ContainerInfo, project_ids: list[int], days: list[date]
     ) -> dict[int, tuple[Incident, ...]]:
         """One group issues stream fills every project's missing incident days."""
+        async with self._lock(f"{self.namespace}|group:{group.id}|incidents-lock"):
+            return await self._group_incidents_locked(gl, group, project_ids, days)
+
+    async def _group_incidents_locked(
+        self, gl: gitlab.Gitlab, group: ContainerInfo, project_ids: list[int], days: list[date]
+    ) -> dict[int, tuple[Incident, ...]]:
         cached = await asyncio.gather(
             *(self._cached_incident_days(pid, days) for pid in project_ids)
         )

@@ -1,0 +1,229 @@
+"""`POST /-/webhooks/gitlab`: GitLab's deployment and incident events drop stale cache entries.
+
+A delivery is only a "project X changed" signal (upstream-gitlab-api.md §9): nothing in the
+payload is trusted as data, the next query re-reads GitLab. What one signal drops:
+
+- deployment succeeded → the project's environment list and deployment days not yet settled;
+- incident opened, closed, reopened or updated (also a type change to or from incident) → every
+  cached incident day of the project;
+- in both cases the answer caches of the project and of each ancestor group (bumped generation),
+  so the next query recomputes from the fresh facts. The `|stale` copies stay: they are what a
+  later upstream failure falls back to.
+
+Authentication: `X-Gitlab-Token` must equal `webhook_secret` (constant-time comparison; the
+header is never logged). Without a configured secret the receiver is off and answers 404, so a
+proxy that never opted in exposes nothing. Replies: 401 wrong or missing token, 400 malformed or
+unknown payload (nothing changed), 200 `{"status": "ok" | "ignored" | "duplicate"}`.
+
+Invalidation runs inline before the 200: a handful of storage deletes and increments, well
+within GitLab's timeout, and the next query is guaranteed fresh once GitLab has its answer.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from aiohttp import web
+
+from .facts import dumps
+from .handlers import SERVICE
+from .service import DoraService
+
+log = structlog.get_logger("proxy.webhooks")
+
+PATH = "/-/webhooks/gitlab"
+RECENT_KEYS_KEPT = 1024
+
+DEPLOYMENT_EVENTS = frozenset({"Deployment Hook"})
+ISSUE_EVENTS = frozenset({"Issue Hook", "Confidential Issue Hook"})
+EVENT_OF_KIND = {"deployment": DEPLOYMENT_EVENTS, "issue": ISSUE_EVENTS, "work_item": ISSUE_EVENTS}
+KIND_OF_EVENT = {
+    "Deployment Hook": "deployment",
+    "Issue Hook": "issue",
+    "Confidential Issue Hook": "issue",
+}
+
+
+class BadPayload(Exception):
+    """The delivery is not a well-formed event we understand; answered 400, nothing changes."""
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """What one event invalidates: `facts` is "deployments" or "incidents"."""
+
+    facts: str
+    project_id: int
+    path_with_namespace: str | None
+
+
+class RecentKeys:
+    """The last few `Idempotency-Key`s seen, so a retried delivery is processed once."""
+
+    def __init__(self, size: int = RECENT_KEYS_KEPT) -> None:
+        self.size = size
+        self._keys: OrderedDict[str, None] = OrderedDict()
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._keys
+
+    def add(self, key: str) -> None:
+        self._keys[key] = None
+        self._keys.move_to_end(key)
+        while len(self._keys) > self.size:
+            self._keys.popitem(last=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Receiver:
+    """The receiver's state on the app: the secret (None = off) and the recent delivery keys."""
+
+    secret: str | None
+    recent: RecentKeys
+
+
+RECEIVER = web.AppKey("webhook_receiver", Receiver)
+
+
+def setup(app: web.Application, secret: str | None) -> None:
+    """Register the route; the service is read from the app at request time."""
+    app[RECEIVER] = Receiver(secret, RecentKeys())
+    app.router.add_post(PATH, receive, name="gitlab_webhook")
+
+
+def _reply(status: int, body: dict[str, object]) -> web.Response:
+    return web.Response(status=status, body=dumps(body), content_type="application/json")
+
+
+def authentic(header: str | None, secret: str) -> bool:
+    """Constant-time comparison; bytes so that non-ASCII input cannot raise."""
+    if header is None:
+        return False
+    return hmac.compare_digest(header.encode("utf-8", "surrogateescape"), secret.encode())
+
+
+async def receive(request: web.Request) -> web.Response:
+    receiver = request.app[RECEIVER]
+    if receiver.secret is None:
+        return _reply(404, {"error": "404 Not Found"})
+    if not authentic(request.headers.get("X-Gitlab-Token"), receiver.secret):
+        log.warning("webhook_rejected", reason="bad token")
+        return _reply(401, {"message": "401 Unauthorized"})
+
+    idempotency_key = request.headers.get("Idempotency-Key", "").strip()
+    if idempotency_key and idempotency_key in receiver.recent:
+        return _reply(200, {"status": "duplicate"})
+    try:
+        payload = json.loads(await request.read())
+        change = classify(request.headers.get("X-Gitlab-Event"), payload)
+    except (ValueError, RecursionError, BadPayload) as exc:  # bad JSON, bad UTF-8, deep nesting
+        reason = str(exc) if isinstance(exc, BadPayload) else "body is not valid JSON"
+        log.info(
+            "webhook_refused", reason=reason, gitlab_event=request.headers.get("X-Gitlab-Event")
+        )
+        return _reply(400, {"error": reason})
+
+    if change is not None:
+        await invalidate(request.app[SERVICE], change)
+    if idempotency_key:
+        receiver.recent.add(idempotency_key)
+    log.info(
+        "webhook",
+        gitlab_event=request.headers.get("X-Gitlab-Event"),
+        outcome="ignored" if change is None else f"invalidated {change.facts}",
+        project_id=None if change is None else change.project_id,
+    )
+    return _reply(200, {"status": "ignored" if change is None else "ok"})
+
+
+def classify(event: str | None, payload: Any) -> Change | None:
+    """The change an event signals; None for an event that cannot affect any metric.
+
+    The kind comes from `object_kind`, or from `X-Gitlab-Event` when the payload lacks it; when
+    both are given they must agree.
+    """
+    if not isinstance(payload, dict):
+        raise BadPayload("payload must be a JSON object")
+    kind = payload.get("object_kind")
+    if kind is None:
+        if event not in KIND_OF_EVENT:
+            raise BadPayload("object_kind missing and X-Gitlab-Event not a supported event")
+        kind = KIND_OF_EVENT[event]
+    if kind not in EVENT_OF_KIND:
+        raise BadPayload("unsupported object_kind; expected deployment, issue or work_item")
+    if event is not None and event not in EVENT_OF_KIND[kind]:
+        raise BadPayload("X-Gitlab-Event does not match object_kind")
+    project_id, path = _project(payload)
+    if kind == "deployment":
+        status = payload.get("status")
+        if status is not None and not isinstance(status, str):
+            raise BadPayload("status must be a string")
+        # Only a success adds a deployment the metrics count; start, failure and cancel do not.
+        if status not in (None, "success"):
+            return None
+        return Change("deployments", project_id, path)
+    if not _maybe_incident(kind, payload):
+        return None
+    return Change("incidents", project_id, path)
+
+
+def _project(payload: dict[str, Any]) -> tuple[int, str | None]:
+    project = payload.get("project")
+    if not isinstance(project, dict):
+        raise BadPayload("project object missing")
+    project_id = project.get("id")
+    if type(project_id) is not int or project_id <= 0:
+        raise BadPayload("project.id must be a positive integer")
+    path = project.get("path_with_namespace")
+    if path is not None and (not isinstance(path, str) or not path.strip("/")):
+        raise BadPayload("project.path_with_namespace must be a non-empty string")
+    return project_id, path
+
+
+def _maybe_incident(kind: str, payload: dict[str, Any]) -> bool:
+    """Is, or was before this change, the issue an incident?
+
+    A work item whose payload names no type at all (seen on some GitLab versions) counts as a
+    possible incident: dropping incident days needlessly costs one re-read, missing one a wrong
+    answer until the TTL ends.
+    """
+    attributes = payload.get("object_attributes")
+    if not isinstance(attributes, dict):
+        raise BadPayload("object_attributes object missing")
+    changes = payload.get("changes")
+    changes = changes if isinstance(changes, dict) else {}
+    seen: list[object] = [attributes.get("type"), attributes.get("issue_type")]
+    for field in ("type", "issue_type"):
+        change = changes.get(field)
+        if isinstance(change, dict):
+            seen += [change.get("previous"), change.get("current")]
+    if any(isinstance(value, str) and value.lower() == "incident" for value in seen):
+        return True
+    return kind == "work_item" and all(value is None for value in seen)
+
+
+def ancestor_groups(path_with_namespace: str) -> list[str]:
+    """Every group whose answers include the project: "a/b/app" → ["a", "a/b"]."""
+    parts = path_with_namespace.strip("/").split("/")[:-1]
+    return ["/".join(parts[: n + 1]) for n in range(len(parts))]
+
+
+async def invalidate(service: DoraService, change: Change) -> None:
+    """Facts first, then answer generations: an answer recomputed in between reads fresh facts."""
+    if change.facts == "deployments":
+        await service.collector.invalidate_deployments(change.project_id)
+    else:
+        await service.collector.invalidate_incidents(change.project_id)
+    keys = [service.generation_key("project", change.project_id)]
+    if change.path_with_namespace:
+        keys += [
+            service.generation_key("group", group)
+            for group in ancestor_groups(change.path_with_namespace)
+        ]
+    for key in keys:
+        await service.storage.incr(key)
