@@ -7,7 +7,7 @@ import asyncio
 import json
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TextIO
 
 from .errors import ProxyError
@@ -59,7 +59,8 @@ class Progress:
     """A one-line progress bar on a terminal; plain lines otherwise (nightly job logs)."""
 
     total: int
-    stream: TextIO = sys.stderr
+    # Looked up per Progress, not at import: sys.stderr may have been replaced since.
+    stream: TextIO = field(default_factory=lambda: sys.stderr)
     done: int = 0
 
     def step(self, label: str, outcome: str) -> None:
