@@ -219,10 +219,15 @@ class FactsCollector:
         return await self.flights.run(key, fetch)
 
     async def invalidate_deployments(self, project_id: int) -> None:
-        """A deployment webhook: forget the environments and the unsettled days."""
-        await self.storage.delete(self.environments_key(project_id))
-        for day in self.recent_days():
-            await self.storage.delete(self.deployments_key(project_id, day))
+        """A deployment webhook: forget the environments and the unsettled days.
+
+        Under the deployments lock, so a fetch already running (its answer may predate the new
+        deployment) stores its days first and they are dropped too, instead of landing after.
+        """
+        async with self._lock(self._key(project_id, "deployments-lock")):
+            await self.storage.delete(self.environments_key(project_id))
+            for day in self.recent_days():
+                await self.storage.delete(self.deployments_key(project_id, day))
 
     async def invalidate_incidents(self, project_id: int) -> None:
         """An incident webhook: every cached incident day of the project becomes unreachable."""

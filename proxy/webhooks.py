@@ -11,19 +11,25 @@ payload is trusted as data, the next query re-reads GitLab. What one signal drop
   later upstream failure falls back to.
 
 Authentication: `X-Gitlab-Token` must equal `webhook_secret` (constant-time comparison; the
-header is never logged). Without a configured secret the receiver is off and answers 404, so a
-proxy that never opted in exposes nothing. Replies: 401 wrong or missing token, 400 malformed or
+header is never logged). Without a configured secret the route is not registered at all: a POST
+answers exactly what any unknown path does (404), the OpenAPI document omits it, and a proxy that
+never opted in exposes nothing. Replies: 401 wrong or missing token, 400 malformed or
 unknown payload (nothing changed), 200 `{"status": "ok" | "ignored" | "duplicate"}`.
 
-Invalidation runs inline before the 200: a handful of storage deletes and increments, well
-within GitLab's timeout, and the next query is guaranteed fresh once GitLab has its answer.
+Invalidation normally finishes before the 200 (a handful of storage deletes and increments), so
+the next query is fresh once GitLab has its answer. It may wait for a deployment fetch of the same
+project already running (whose result could predate the event); after `INLINE_WAIT` seconds the
+delivery is answered anyway and the invalidation completes in the background, because GitLab
+disables hooks that keep timing out.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,6 +44,7 @@ log = structlog.get_logger("proxy.webhooks")
 
 PATH = "/-/webhooks/gitlab"
 RECENT_KEYS_KEPT = 1024
+INLINE_WAIT = 2.0  # seconds a delivery waits for its invalidation before answering anyway
 
 DEPLOYMENT_EVENTS = frozenset({"Deployment Hook"})
 ISSUE_EVENTS = frozenset({"Issue Hook", "Confidential Issue Hook"})
@@ -81,18 +88,22 @@ class RecentKeys:
 
 @dataclass(frozen=True, slots=True)
 class Receiver:
-    """The receiver's state on the app: the secret (None = off) and the recent delivery keys."""
+    """The receiver's state on the app: the secret, the recent delivery keys and the
+    invalidations still running after their delivery was answered (referenced until done)."""
 
-    secret: str | None
+    secret: str
     recent: RecentKeys
+    background: set[asyncio.Task[None]]
 
 
 RECEIVER = web.AppKey("webhook_receiver", Receiver)
 
 
 def setup(app: web.Application, secret: str | None) -> None:
-    """Register the route; the service is read from the app at request time."""
-    app[RECEIVER] = Receiver(secret, RecentKeys())
+    """Register the route if a secret is configured; the service is read at request time."""
+    if not secret:
+        return
+    app[RECEIVER] = Receiver(secret, RecentKeys(), set())
     app.router.add_post(PATH, receive, name="gitlab_webhook")
 
 
@@ -109,8 +120,6 @@ def authentic(header: str | None, secret: str) -> bool:
 
 async def receive(request: web.Request) -> web.Response:
     receiver = request.app[RECEIVER]
-    if receiver.secret is None:
-        return _reply(404, {"error": "404 Not Found"})
     if not authentic(request.headers.get("X-Gitlab-Token"), receiver.secret):
         log.warning("webhook_rejected", reason="bad token")
         return _reply(401, {"message": "401 Unauthorized"})
@@ -129,7 +138,13 @@ async def receive(request: web.Request) -> web.Response:
         return _reply(400, {"error": reason})
 
     if change is not None:
-        await invalidate(request.app[SERVICE], change)
+        task = asyncio.ensure_future(invalidate(request.app[SERVICE], change))
+        done, _ = await asyncio.wait({task}, timeout=INLINE_WAIT)
+        if task in done:
+            task.result()  # a storage failure answers 500: GitLab delivers again later
+        else:
+            receiver.background.add(task)
+            task.add_done_callback(_background_done(receiver))
     if idempotency_key:
         receiver.recent.add(idempotency_key)
     log.info(
@@ -139,6 +154,15 @@ async def receive(request: web.Request) -> web.Response:
         project_id=None if change is None else change.project_id,
     )
     return _reply(200, {"status": "ignored" if change is None else "ok"})
+
+
+def _background_done(receiver: Receiver) -> Callable[[asyncio.Task[None]], None]:
+    def done(task: asyncio.Task[None]) -> None:
+        receiver.background.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("webhook_invalidation_failed", error=repr(task.exception()))
+
+    return done
 
 
 def classify(event: str | None, payload: Any) -> Change | None:

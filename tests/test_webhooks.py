@@ -7,13 +7,16 @@ answer is compared with the one a proxy with a cold cache gives for the same wor
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 import structlog
 
+from proxy import webhooks
 from proxy.fake_gitlab.server import DATA_KINDS
 from proxy.fake_gitlab.world import REPORTER, World, at
 
@@ -158,6 +161,52 @@ async def test_a_deployment_event_makes_the_project_and_its_groups_fresh(start_s
         assert after[name] != before[name], name
     assert after["api"] == before["api"]
     assert after == await cold_answers(start_stack, stack, "deployment_frequency")
+
+
+async def test_an_event_during_a_running_fetch_drops_what_that_fetch_stores(start_stack) -> None:
+    """The fetch may have read GitLab before the deployment: its days must not outlive the event."""
+    stack, _ = await primed(start_stack, "deployment_frequency")
+    assert await deliver(stack, deployment_event()) == (200, {"status": "ok"})
+    stack.fake.reset_calls()
+    stack.fake.faults.latency = 0.5
+    stack.fake.faults.only_kinds = {"deployments"}
+    running = asyncio.create_task(answer(stack, WEB.format(metric="deployment_frequency")))
+    while not stack.fake.calls_of("deployments"):  # today's deployments are being fetched
+        await asyncio.sleep(0.01)
+
+    assert await deliver(stack, deployment_event()) == (200, {"status": "ok"})
+    await running
+    stack.fake.faults.latency = 0
+    stack.fake.reset_calls()
+    await answer(stack, WEB.format(metric="deployment_frequency"))
+    assert [call.kind for call in stack.fake.data_calls()].count("deployments") == 1
+
+
+async def test_a_long_wait_for_a_running_fetch_does_not_delay_the_reply(
+    start_stack, monkeypatch
+) -> None:
+    monkeypatch.setattr(webhooks, "INLINE_WAIT", 0.1)
+    stack, _ = await primed(start_stack, "deployment_frequency")
+    assert await deliver(stack, deployment_event()) == (200, {"status": "ok"})
+    stack.fake.reset_calls()
+    stack.fake.faults.latency = 1.0
+    stack.fake.faults.only_kinds = {"deployments"}
+    running = asyncio.create_task(answer(stack, WEB.format(metric="deployment_frequency")))
+    while not stack.fake.calls_of("deployments"):
+        await asyncio.sleep(0.01)
+
+    started = time.monotonic()
+    assert await deliver(stack, deployment_event()) == (200, {"status": "ok"})
+    assert time.monotonic() - started < 0.8  # answered before the fetch ended
+    background = stack.client.app[webhooks.RECEIVER].background
+    assert len(background) == 1
+    await running
+    await asyncio.gather(*background)  # finishes once the fetch has stored its days
+
+    stack.fake.faults.latency = 0
+    stack.fake.reset_calls()
+    await answer(stack, WEB.format(metric="deployment_frequency"))
+    assert [call.kind for call in stack.fake.data_calls()].count("deployments") == 1
 
 
 @pytest.mark.parametrize("status", ["running", "failed", "canceled"])
@@ -341,13 +390,23 @@ async def test_an_unknown_or_inconsistent_event_is_400(start_stack, event, paylo
     assert await answers(stack, "change_failure_rate") == before
 
 
-async def test_without_a_configured_secret_the_receiver_is_off(start_stack) -> None:
+async def test_without_a_configured_secret_the_receiver_does_not_exist(start_stack) -> None:
+    """It answers like any unknown path, so an unconfigured proxy reveals nothing about it."""
     stack = await start_stack(acme_world(), now=NOW)
+    body = json.dumps(deployment_event()).encode()
+
+    async def post(path: str, token: str | None) -> tuple[int, str, bytes]:
+        headers = {"X-Gitlab-Event": "Deployment Hook"}
+        if token is not None:
+            headers["X-Gitlab-Token"] = token
+        response = await stack.client.post(path, data=body, headers=headers)
+        return response.status, response.content_type, await response.read()
+
+    unknown = await post("/-/webhooks/elsewhere", None)
+    assert unknown[0] == 404
     for token in (None, "", "anything"):
-        assert await deliver(stack, deployment_event(), token=token) == (
-            404,
-            {"error": "404 Not Found"},
-        )
+        assert await post(WEBHOOK, token) == unknown
+    assert stack.fake.calls == []
 
 
 async def test_a_redelivery_with_the_same_idempotency_key_is_processed_once(start_stack) -> None:
