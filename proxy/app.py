@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 
 from aiohttp import web
 
-from . import handlers, middleware, observability, webhooks
+from . import handlers, middleware, observability, openapi, webhooks
 from .cache.base import Storage
 from .collect import FactsCollector, FactsPolicy
 from .observability import READINESS, READINESS_TIMEOUT, TELEMETRY, Readiness, Telemetry
@@ -153,5 +153,6 @@ def create_app(
     app.router.add_get("/-/readiness", observability.readiness, name="readiness")
     app.router.add_get("/-/liveness", observability.liveness, name="liveness")
     app.router.add_get("/metrics", observability.metrics_endpoint, name="metrics")
+    app.router.add_get(openapi.PATH, openapi.openapi, name="openapi")
     webhooks.setup(app, settings.webhook_secret)
     return app

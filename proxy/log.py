@@ -15,6 +15,7 @@ from collections.abc import MutableMapping
 from typing import Any
 
 import structlog
+from aiohttp.http_exceptions import HttpProcessingError
 
 _SECRET_KEYS = re.compile(
     r"(token|authorization|x-gitlab-token|cookie|secret|password)",
@@ -81,6 +82,34 @@ def configure_logging(level: str = "info", fmt: str = "auto") -> None:
     logging.basicConfig(level=max(numeric, logging.WARNING), stream=sys.stderr)
     # aiohttp's access log would print raw query strings (tokens); our middleware logs instead.
     logging.getLogger("aiohttp.access").disabled = True
+    for name in ("aiohttp.server", "aiohttp.web"):
+        library = logging.getLogger(name)
+        if not any(isinstance(f, _LibraryRecords) for f in library.filters):
+            library.addFilter(_LibraryRecords())
+
+
+class _LibraryRecords(logging.Filter):
+    """aiohttp's own error records, made safe to print.
+
+    A request its parser refuses (line too long, malformed header) is logged by aiohttp at ERROR
+    with a traceback whose message quotes the raw request line, query string included: such a
+    line may carry `?private_token=…`. It becomes one structured line with the status and the
+    kind of refusal only. Any other record's text and traceback pass through the redaction.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError):
+            _http_log.info("request_refused", status=exc.code, reason=type(exc).__name__)
+            return False
+        record.msg = _redact_value(record.getMessage())
+        record.args = None
+        if record.exc_info:
+            record.exc_text = _redact_value(logging.Formatter().formatException(record.exc_info))
+        return True
+
+
+_http_log = structlog.get_logger("proxy.http")
 
 
 _DICT_TRACEBACKS = structlog.processors.ExceptionRenderer(

@@ -102,10 +102,15 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
                 headers[UPSTREAM_ERROR_HEADER] = header_safe(detail)
         return json_error(exc.status, exc.body, headers)
     except web.HTTPException as exc:
-        if not request.path.startswith("/api/v4/"):
-            raise
+        # GitLab's catch-all bodies under /api/v4; the same JSON elsewhere (clients of the
+        # proxy parse JSON, and an unknown path is no reason to answer text).
         if exc.status == 405:
-            return json_error(405, {"error": "405 Not Allowed"}, {"Allow": "GET, HEAD"})
+            allow = (
+                "GET, HEAD"
+                if request.path.startswith("/api/v4/")
+                else exc.headers.get("Allow", "GET")
+            )
+            return json_error(405, {"error": "405 Not Allowed"}, {"Allow": allow})
         if exc.status == 404:
             return json_error(404, {"error": "404 Not Found"})
         raise

@@ -430,7 +430,7 @@ class Upstream:
             state = data.get("membership_state", "active")
             if data.get("state", "active") != "active" or state != "active":
                 return 0
-            return int(data.get("access_level") or 0)
+            return int(data["access_level"] or 0)
 
     async def fetch_group_projects(
         self, gl: gitlab.Gitlab, group: ContainerInfo
