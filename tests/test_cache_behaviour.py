@@ -19,6 +19,7 @@ import json
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
+import pytest
 import structlog
 
 from proxy.fake_gitlab.server import DATA_KINDS, Call
@@ -184,6 +185,23 @@ async def test_fifty_identical_cold_requests_cost_the_calls_of_one(start_stack) 
 
     assert set(bodies) == {expected_body}
     assert Counter(signature(call) for call in stack.fake.data_calls()) == calls_of_one
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="permissions.py has no single flight: every cold request looks its caller up itself "
+    "(50 requests: 50 x /user, /groups/:id, members) until the first decision is cached",
+)
+async def test_fifty_identical_cold_requests_share_their_permission_lookups(start_stack) -> None:
+    path = target("groups/acme", "deployment_frequency", **WINDOW)
+    single = await start_stack(acme_world(), now=NOW)
+    await ok(single, path)
+    calls_of_one = Counter(call.kind for call in single.fake.calls)
+
+    stack = await start_stack(acme_world(), now=NOW)
+    stack.fake.faults.latency = 0.05
+    await asyncio.gather(*(ok(stack, path) for _ in range(50)))
+    assert Counter(call.kind for call in stack.fake.calls) == calls_of_one
 
 
 async def test_concurrent_different_requests_share_their_common_fetches(start_stack) -> None:
