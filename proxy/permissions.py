@@ -27,6 +27,7 @@ from .errors import (
     UpstreamRejected,
 )
 from .server_secret import credential_key
+from .single_flight import SingleFlight
 from .upstream import ContainerInfo, Credential, Upstream, UpstreamStatus, UserInfo
 
 REPORTER = 20
@@ -75,6 +76,7 @@ class Permissions:
         self.upstream = upstream
         self.secret = secret
         self.cache = DecisionCache(ttl)
+        self.flights = SingleFlight()
 
     def caller_key(self, credential: Credential | None) -> str:
         if credential is None:
@@ -104,13 +106,21 @@ class Permissions:
             raise _fresh(cached)
         if isinstance(cached, ContainerInfo):
             return cached
+
+        async def decide() -> ContainerInfo:
+            try:
+                info = await self._decide(client(), credential, container, id_or_path)
+            except (NotFound, Unauthorized, UpstreamRejected) as decision:
+                self.cache.put(key, _fresh(decision))  # without the traceback and its frames
+                raise
+            self.cache.put(key, info)
+            return info
+
+        # Concurrent cold requests of one caller for one container share one decision.
         try:
-            info = await self._decide(client(), credential, container, id_or_path)
+            return await self.flights.run("|".join(key), decide)
         except (NotFound, Unauthorized, UpstreamRejected) as decision:
-            self.cache.put(key, _fresh(decision))  # without the traceback and its frames
-            raise
-        self.cache.put(key, info)
-        return info
+            raise _fresh(decision) from None
 
     async def _decide(
         self,

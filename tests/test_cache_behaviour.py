@@ -19,7 +19,6 @@ import json
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
-import pytest
 import structlog
 
 from proxy.fake_gitlab.server import DATA_KINDS, Call
@@ -187,11 +186,6 @@ async def test_fifty_identical_cold_requests_cost_the_calls_of_one(start_stack) 
     assert Counter(signature(call) for call in stack.fake.data_calls()) == calls_of_one
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="permissions.py has no single flight: every cold request looks its caller up itself "
-    "(50 requests: 50 x /user, /groups/:id, members) until the first decision is cached",
-)
 async def test_fifty_identical_cold_requests_share_their_permission_lookups(start_stack) -> None:
     path = target("groups/acme", "deployment_frequency", **WINDOW)
     single = await start_stack(acme_world(), now=NOW)
