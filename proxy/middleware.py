@@ -19,6 +19,8 @@ from .facts import dumps
 from .upstream import CURRENT_STATS, CallStats
 
 log = structlog.get_logger("proxy.request")
+# Probes and scrapes hit every few seconds; their lines would drown the requests that matter.
+QUIET_PATHS = frozenset({"/-/health", "/-/liveness", "/-/readiness", "/metrics"})
 CACHE_STATUS = web.RequestKey("cache_status", str)
 # Which upstream call made a 5xx answer fail. The bodies are fixed by the spec, so the detail
 # travels in this header (and the log): method and upstream path only, never a credential.
@@ -53,7 +55,7 @@ async def request_log(request: web.Request, handler: Handler) -> web.StreamRespo
         raise
     finally:
         CURRENT_STATS.reset(token)
-        if not request.path.startswith("/-/health"):
+        if request.path not in QUIET_PATHS:
             log.info(
                 "request",
                 method=request.method,
