@@ -333,3 +333,28 @@ def _cache_files(directory: Path) -> dict[Path, bytes]:
             path = Path(root) / name
             found[path] = path.read_bytes()
     return found
+
+
+def test_security_md_names_real_settings_and_their_defaults() -> None:
+    """SECURITY.md promises lifetimes by setting name: the names and defaults must be real."""
+    import re
+
+    from proxy.settings import Settings
+
+    text = (Path(__file__).resolve().parent.parent / "SECURITY.md").read_text()
+    named = set(re.findall(r"`([a-z]+(?:_[a-z]+)+)`", text)) - {
+        "private_token",
+        "access_token",
+        "job_token",
+    }
+    defaults = Settings()
+    assert named and all(hasattr(defaults, name) for name in named), named
+    stated = {
+        "answer_ttl_past": 24 * 3600,
+        "answer_ttl_current": 5 * 60,
+        "facts_ttl_settled": 7 * 86400,
+        "facts_ttl_recent": 5 * 60,
+        "permission_ttl": 60,
+        "cache_size_limit": 2**30,
+    }
+    assert {name: getattr(defaults, name) for name in stated} == stated
