@@ -54,9 +54,10 @@ class StorageLock:
     `SingleFlight` only merges callers inside one process. Replicas sharing a Redis (or
     processes sharing one disk cache) would each compute the same cold answer; here the caller
     that manages to `add` the lock key computes and stores the answer, and the others poll the
-    storage until the answer appears. The lock lives at most `ttl` seconds, so a holder that
-    crashed (or hangs) delays the others by at most that long; when the lock disappears without
-    an answer (holder failed, expired, or the answer is not cacheable) a waiter takes over.
+    storage until the answer appears. The lock is a short lease (`lease` seconds) that the
+    holder renews while it works, so a holder that crashed delays the others by at most one
+    lease; a live holder keeps it for up to `ttl`. When the lock disappears without an answer
+    (holder failed or died, or the answer is not cacheable) a waiter takes over.
 
     `work` must store its result under `key` (the answer cache does); its result is returned to
     the holder only. `on_outcome` receives "acquired", "shared" (another process's answer was
@@ -69,10 +70,12 @@ class StorageLock:
         *,
         ttl: float,
         poll_interval: float = 0.05,
+        lease: float = 1.0,
         on_outcome: Callable[[str], None] | None = None,
     ) -> None:
         self.storage = storage
         self.ttl = ttl
+        self.lease = min(lease, ttl)
         self.poll_interval = poll_interval
         self.on_outcome = on_outcome
 
@@ -83,11 +86,15 @@ class StorageLock:
         give_up_at = loop.time() + self.ttl + _LOCK_MARGIN
         outcome = "acquired"
         while True:
-            if await self.storage.add(lock_key, token, self.ttl):
+            if await self.storage.add(lock_key, token, self.lease):
                 self._report(outcome)
+                heartbeat = asyncio.ensure_future(self._renew(lock_key, token))
                 try:
                     return await work()
                 finally:
+                    heartbeat.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await heartbeat
                     await self._release(lock_key, token)
             while True:
                 await asyncio.sleep(self.poll_interval)
@@ -103,6 +110,19 @@ class StorageLock:
                 if await self.storage.get(lock_key) is None:
                     outcome = "took_over"
                     break
+
+    async def _renew(self, lock_key: str, token: bytes) -> None:
+        """Extend our lease while the work runs, never past `ttl` after taking the lock;
+        stop if the lock is no longer ours."""
+        loop = asyncio.get_running_loop()
+        ends = loop.time() + self.ttl
+        with contextlib.suppress(StorageError):
+            while True:
+                await asyncio.sleep(self.lease / 3)
+                remaining = ends - loop.time()
+                if remaining <= 0 or await self.storage.get(lock_key) != token:
+                    return
+                await self.storage.set(lock_key, token, min(self.lease, remaining))
 
     async def _release(self, lock_key: str, token: bytes) -> None:
         """Delete the lock if it is still ours (it may have expired and been re-taken).

@@ -24,7 +24,6 @@ from datetime import timedelta
 from pathlib import Path
 
 import aiohttp
-import pytest
 from yarl import URL
 
 from proxy.fake_gitlab.server import FakeGitLab
@@ -244,11 +243,6 @@ async def test_sigkill_while_writing_the_cache_then_restart_gives_right_answers(
         await fake.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="StorageLock (proxy/single_flight.py) keeps a killed holder's lock for the whole "
-    "request deadline: the restarted proxy waits that long for answers nobody computes",
-)
 async def test_a_killed_lock_holder_does_not_stall_the_restarted_proxy(tmp_path: Path) -> None:
     world = busy_world()
     fake = FakeGitLab(world)

@@ -149,6 +149,17 @@ async def test_a_late_holder_does_not_release_a_lock_it_lost(twins) -> None:
     assert await b.get(LOCK) == b"the new holder"
 
 
+async def test_a_live_holder_renews_its_short_lease(twins) -> None:
+    """The lease is short (a dead holder blocks others for one lease), but a live one keeps it."""
+    a, b = twins
+    slow = StorageLock(a, ttl=5.0, lease=0.2)
+    holder = asyncio.create_task(slow.run(KEY, computation(a, [], "a", seconds=0.6)))
+    await asyncio.sleep(0.45)  # two leases later, the holder still works and still holds it
+    assert not await b.add(LOCK, b"intruder", 5)
+    await holder
+    assert await b.get(LOCK) is None  # released when done
+
+
 async def test_a_waiter_stops_waiting_after_the_lock_lifetime(twins) -> None:
     a, b = twins
     await a.add(LOCK, b"stuck", 60)  # outlives the 0.1 s the waiter allows it (plus 1 s)
