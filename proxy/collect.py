@@ -36,6 +36,7 @@ from .single_flight import SingleFlight
 from .upstream import ContainerInfo, Upstream
 
 MR_LINK_DELAY = timedelta(minutes=10)
+EARLIEST_DAY = date(2000, 1, 1)  # before GitLab existed: no deployment or incident can be older
 GROUP_ISSUES_MIN_PROJECTS = 2  # from this many projects on, one group stream beats N streams
 
 
@@ -120,6 +121,14 @@ class FactsCollector:
     def today(self) -> date:
         return self.local_day(self.clock())
 
+    def fetchable_days(self, start: date, end: date) -> list[date]:
+        """The window's days that can hold facts: none before EARLIEST_DAY, none after
+        tomorrow (a day of margin for clock skew). Also keeps date arithmetic at the ends of
+        the calendar (0001-01-01, 9999-12-31) away from the upstream and from overflow."""
+        first = max(start, EARLIEST_DAY)
+        last = min(end, self.today() + timedelta(days=1))
+        return days_between(first, last) if first <= last else []
+
     def recent_days(self) -> list[date]:
         """Days not yet settled: their facts may still change without a webhook."""
         now = self.clock()
@@ -144,7 +153,9 @@ class FactsCollector:
     async def project_facts(
         self, gl: gitlab.Gitlab, project_id: int, start: date, end: date, need: Need
     ) -> ProjectFacts:
-        days = days_between(start, end)
+        days = self.fetchable_days(start, end)
+        if not days:
+            return ProjectFacts(project_id)
         incidents_task = self._incidents(gl, project_id, days) if need.incidents else _constant(())
         environments, deployments, incidents = await asyncio.gather(
             self._environments(gl, project_id),
@@ -171,7 +182,9 @@ class FactsCollector:
         end: date,
         need: Need,
     ) -> list[ProjectFacts]:
-        days = days_between(start, end)
+        days = self.fetchable_days(start, end)
+        if not days:
+            return []
         ids = [p.id for p in projects]
         incidents: dict[int, tuple[Incident, ...]] = {}
         group_stream = need.incidents and len(ids) >= GROUP_ISSUES_MIN_PROJECTS
