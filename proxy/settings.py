@@ -240,7 +240,7 @@ class Settings:
     )
     rate_limit_max_wait: float = _row(
         5.0,
-        "Longest upstream Retry-After, in seconds, the proxy waits out before answering 503.",
+        "Most seconds one request spends waiting out upstream rate limits before answering 503.",
         check=_not_negative,
     )
     permission_ttl: float = _row(
