@@ -190,10 +190,17 @@ class ProxyProcess:
         return self._proc.pid
 
     def start(self) -> ProxyProcess:
+        """Start on a free port; retried on another port if the process dies (port taken)."""
         if self.cache_dir is None:
             self._temp = tempfile.TemporaryDirectory(prefix="dora-bench-")
             self.cache_dir = Path(self._temp.name) / "cache"
-        self.port = self.port or free_port()
+        for _ in range(5):
+            if self._try_start(self.port or free_port()):
+                return self
+        raise RuntimeError("proxy did not start")
+
+    def _try_start(self, port: int) -> bool:
+        self.port = port
         cmd = [PYTHON, "-m", "proxy", "serve", "--upstream-url", self.upstream_url]
         options = {
             "port": self.port,
@@ -206,18 +213,25 @@ class ProxyProcess:
         env = {k: v for k, v in os.environ.items() if not k.startswith("DORA_PROXY_")} | {
             "DORA_PROXY_SERVER_SECRET": SERVER_SECRET
         }
-        log = open(self.log_path, "wb") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
-        self._proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=log)
+        log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
+        self._proc = proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=log)
         deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self._proc.poll() is not None:
-                raise RuntimeError(f"proxy exited with {self._proc.returncode}")
+        while time.monotonic() < deadline and proc.poll() is None:
             try:
                 if http("GET", self.url + "/-/health", timeout=1)[0] == 200:
-                    return self
+                    # Another process may hold the port (and answer): ours then exits.
+                    time.sleep(0.3)
+                    if proc.poll() is None:
+                        return True
+                    break
             except OSError:
                 time.sleep(0.05)
-        raise RuntimeError("proxy did not become healthy")
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        self._proc = None
+        self.port = 0
+        return False
 
     def get(self, path_and_query: str, token: str) -> tuple[int, bytes, dict[str, str]]:
         return http("GET", self.url + path_and_query, {"PRIVATE-TOKEN": token})
