@@ -29,7 +29,7 @@ import gitlab
 
 from . import facts as f
 from .cache.base import Storage
-from .cache.lifetimes import put
+from .cache.lifetimes import put, put_many
 from .facts import Deployment, Environment, Incident, MergeRequest, ProjectFacts
 from .observability import Telemetry
 from .single_flight import SingleFlight
@@ -313,13 +313,17 @@ class FactsCollector:
             day = self.local_day(deployment.finished_at)
             if day in by_day:
                 by_day[day].append(deployment)
-        for day, items in by_day.items():
-            await put(
-                self.storage,
-                self.deployments_key(project_id, day),
-                f.dumps(f.deployments_to_json(tuple(items))),
-                self._ttl_for_day(day),
-            )
+        await put_many(
+            self.storage,
+            [
+                (
+                    self.deployments_key(project_id, day),
+                    f.dumps(f.deployments_to_json(tuple(items))),
+                    self._ttl_for_day(day),
+                )
+                for day, items in by_day.items()
+            ],
+        )
         return [d for items in by_day.values() for d in items]
 
     # ---- merge requests -----------------------------------------------------------------------
@@ -387,13 +391,14 @@ class FactsCollector:
                     day = self.local_day(instant)
                     if day in by_day and incident not in by_day[day]:
                         by_day[day].append(incident)
-        stored = {}
-        for day, items in by_day.items():
-            value = tuple(items)
-            await put(
-                self.storage, keys[day], f.dumps(f.incidents_to_json(value)), self._ttl_for_day(day)
-            )
-            stored[day] = value
+        stored = {day: tuple(items) for day, items in by_day.items()}
+        await put_many(
+            self.storage,
+            [
+                (keys[day], f.dumps(f.incidents_to_json(value)), self._ttl_for_day(day))
+                for day, value in stored.items()
+            ],
+        )
         return stored
 
     async def _incidents(

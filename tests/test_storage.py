@@ -83,6 +83,26 @@ async def test_expired_value_reads_as_missing(storage: Storage) -> None:
     assert await storage.get("forever") == b"y"
 
 
+async def test_set_many_stores_every_entry_with_its_own_lifetime(storage: Storage) -> None:
+    await storage.set("old", b"replaced", None)
+    await storage.set_many(
+        [("old", b"new", None), ("short", b"s", 0.2), ("long", b"l", 60)]
+        + [(f"day-{n}", str(n).encode(), 60) for n in range(200)]
+    )
+    assert await storage.get("old") == b"new"
+    assert await storage.get("day-199") == b"199"
+    await asyncio.sleep(0.4)
+    assert await storage.get("short") is None
+    assert await storage.get("long") == b"l"
+    await storage.set_many([])  # nothing to do is not an error
+
+
+async def test_set_many_refuses_bad_entries_before_writing_any(storage: Storage) -> None:
+    with pytest.raises(TypeError):
+        await storage.set_many([("fine", b"1", None), ("bad", "text", None)])  # type: ignore[list-item]
+    assert await storage.get("fine") is None
+
+
 async def test_add_stores_only_when_absent(storage: Storage) -> None:
     assert await storage.add("lock", b"first", ttl=60) is True
     assert await storage.add("lock", b"second", ttl=60) is False

@@ -9,6 +9,7 @@ cache (diskcache pickles other types, see upstream-gitlab-api.md §8).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
 
@@ -32,6 +33,14 @@ class Storage(Protocol):
 
     async def set(self, key: str, value: bytes, ttl: float | None) -> None:
         """Store `value`, replacing any old one; `ttl` seconds of life, None for no expiry."""
+        ...
+
+    async def set_many(self, items: Sequence[tuple[str, bytes, float | None]]) -> None:
+        """`set` for many (key, value, ttl) at once: one transaction or round trip, not N.
+
+        The facts layer stores a whole run of days per fetch; one by one, a group of hundreds of
+        projects spent most of its time in single-row writes.
+        """
         ...
 
     async def add(self, key: str, value: bytes, ttl: float) -> bool:

@@ -26,7 +26,7 @@ import sqlite3
 import stat
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -129,6 +129,11 @@ class DiskStorage:
             cache.set, check_key(key), check_value(value), expire=check_ttl(ttl), retry=True
         )
 
+    async def set_many(self, items: Sequence[tuple[str, bytes, float | None]]) -> None:
+        checked = [(check_key(k), check_value(v), check_ttl(t)) for k, v, t in items]
+        if checked:
+            await self._run(_set_many, self._opened(), checked)
+
     async def add(self, key: str, value: bytes, ttl: float) -> bool:
         cache = self._opened()
         return await self._run(
@@ -191,6 +196,13 @@ class DiskStorage:
             return await loop.run_in_executor(
                 self._executor, functools.partial(fn, *args, **kwargs)
             )
+
+
+def _set_many(cache: diskcache.Cache, items: list[tuple[str, bytes, float | None]]) -> None:
+    """Every row in one SQLite transaction: one commit instead of one per row."""
+    with cache.transact(retry=True):
+        for key, value, ttl in items:
+            cache.set(key, value, expire=ttl, retry=True)
 
 
 def _incr(cache: diskcache.Cache, key: str) -> int:

@@ -13,7 +13,7 @@ import math
 import os
 import re
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from urllib.parse import parse_qs, urlsplit
 
 import redis.asyncio
@@ -73,6 +73,17 @@ class RedisStorage:
         full, value, ttl = self._key(key), check_value(value), check_ttl(ttl)
         with self._errors():
             await client.set(full, value, px=None if ttl is None else _milliseconds(ttl))
+
+    async def set_many(self, items: Sequence[tuple[str, bytes, float | None]]) -> None:
+        client = self._opened()
+        checked = [(self._key(k), check_value(v), check_ttl(t)) for k, v, t in items]
+        if not checked:
+            return
+        with self._errors():
+            async with client.pipeline(transaction=False) as pipe:
+                for full, value, ttl in checked:
+                    pipe.set(full, value, px=None if ttl is None else _milliseconds(ttl))
+                await pipe.execute()
 
     async def add(self, key: str, value: bytes, ttl: float) -> bool:
         client = self._opened()
