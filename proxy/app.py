@@ -104,8 +104,9 @@ def build_service(
         namespace=namespace,
         clock=clock,
         telemetry=telemetry,
+        recent_ttl=settings.recent_answer_ttl,
         # Replicas (or processes on one disk cache) compute a cold answer once; a holder that
-        # died frees the lock after one request deadline.
+        # died frees the lock within one short lease.
         replica_lock=StorageLock(
             storage, ttl=settings.request_deadline, on_outcome=telemetry.lock_outcome
         ),

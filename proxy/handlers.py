@@ -33,16 +33,19 @@ def credential_from(request: web.Request) -> Credential | None:
 async def dora_metrics(request: web.Request) -> web.StreamResponse:
     """GET /api/v4/{projects|groups}/{id}/dora/metrics."""
     service = request.app[SERVICE]
-    container = "project" if request.match_info.route.name == "project_dora" else "group"
-    unchecked = parse_query(request.query, service.today())
     credential = credential_from(request)
-    try:
-        async with asyncio.timeout(request.app[REQUEST_DEADLINE]):
-            answer = await service.metrics(
-                container, request.match_info["id"], credential, unchecked
-            )
-    except TimeoutError:
-        raise GatewayTimeout(detail="request deadline exceeded") from None
+    answer, recent_key = service.recall(credential, request.raw_path)
+    if answer is None:
+        container = "project" if request.match_info.route.name == "project_dora" else "group"
+        unchecked = parse_query(request.query, service.today())
+        try:
+            async with asyncio.timeout(request.app[REQUEST_DEADLINE]):
+                answer = await service.metrics(
+                    container, request.match_info["id"], credential, unchecked
+                )
+        except TimeoutError:
+            raise GatewayTimeout(detail="request deadline exceeded") from None
+        service.remember(recent_key, answer)
     request[CACHE_STATUS] = answer.cache
     return _respond(request, answer)
 
@@ -52,6 +55,8 @@ def _respond(request: web.Request, answer: Answer) -> web.Response:
         "ETag": answer.etag,
         "Cache-Control": f"private, max-age={answer.max_age}",
         "Vary": "PRIVATE-TOKEN, Authorization",
+        # hit / miss / recent / stale: which layer answered (for operators; not GitLab's API)
+        "X-Dora-Proxy-Cache": answer.cache,
     }
     if answer.cache == "stale":
         headers["Warning"] = '110 - "Response is Stale"'

@@ -26,6 +26,7 @@ from .metrics import compute_metric, render
 from .observability import Telemetry
 from .params import DoraQuery, UncheckedQuery, validate_query
 from .permissions import Permissions
+from .recent import RecentAnswers
 from .single_flight import SingleFlight, StorageLock
 from .upstream import ContainerInfo, Credential, Upstream
 
@@ -34,15 +35,19 @@ log = structlog.get_logger("proxy.service")
 UPSTREAM_FAULTS = (BadGateway, GatewayTimeout, ServiceUnavailable)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Answer:
     body: bytes
-    cache: str  # "hit", "miss" or "stale"
+    cache: str  # "hit", "miss", "stale", or "recent" (answered from RecentAnswers)
     max_age: int
 
-    @property
+    @functools.cached_property
     def etag(self) -> str:
         return '"' + hashlib.sha256(self.body).hexdigest()[:32] + '"'
+
+    def recalled(self) -> Answer:
+        """The same answer, as served again from process memory."""
+        return Answer(self.body, "recent", self.max_age)
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +71,7 @@ class DoraService:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         telemetry: Telemetry | None = None,
         replica_lock: StorageLock | None = None,
+        recent_ttl: float = 0.0,
     ) -> None:
         self.upstream = upstream
         self.permissions = permissions
@@ -76,6 +82,8 @@ class DoraService:
         self.clock = clock
         self.computations = SingleFlight()
         self.telemetry = telemetry or Telemetry()
+        # Never longer than a permission decision is trusted (see proxy/recent.py).
+        self.recent: RecentAnswers[Answer] = RecentAnswers(min(recent_ttl, permissions.cache.ttl))
         # Other processes sharing the storage compute a cold answer once (None: this one only).
         self.replica_lock = replica_lock
 
@@ -85,6 +93,22 @@ class DoraService:
 
     def today(self) -> date:
         return self.collector.today()
+
+    def recall(self, credential: Credential | None, url: str) -> tuple[Answer | None, tuple]:
+        """An answer this very caller got for this very URL today, seconds ago (or None), and
+        the key to remember the coming answer under."""
+        try:
+            caller = self.permissions.caller_key(credential)
+        except UnicodeError:  # not a token GitLab could issue; authorize() answers it
+            return None, ()
+        key = (caller, url, self.today().isoformat())
+        answer = self.recent.get(key)
+        self.telemetry.cache_lookup("recent", answer is not None)
+        return (answer.recalled() if answer is not None else None), key
+
+    def remember(self, key: tuple, answer: Answer) -> None:
+        if key and answer.cache in ("hit", "miss"):
+            self.recent.put(key, answer, answer.max_age)
 
     async def metrics(
         self,

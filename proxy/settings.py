@@ -252,6 +252,12 @@ class Settings:
     answer_ttl_current: float = _row(
         300.0, "Seconds an answer whose range includes today is cached.", check=_not_negative
     )
+    recent_answer_ttl: float = _row(
+        2.0,
+        "Seconds a caller's repeated identical request is answered from process memory "
+        "(never longer than permission_ttl; 0 turns it off).",
+        check=_not_negative,
+    )
     facts_ttl_settled: float = _row(
         604800.0, "Seconds upstream facts of settled days are cached.", check=_not_negative
     )

@@ -239,6 +239,7 @@ def ancestor_groups(path_with_namespace: str) -> list[str]:
 
 async def invalidate(service: DoraService, change: Change) -> None:
     """Facts first, then answer generations: an answer recomputed in between reads fresh facts."""
+    service.recent.clear()  # this process's seconds-long memory of answers, whatever project
     if change.facts == "deployments":
         await service.collector.invalidate_deployments(change.project_id)
     else:
@@ -251,3 +252,4 @@ async def invalidate(service: DoraService, change: Change) -> None:
         ]
     for key in keys:
         await service.storage.incr(key)
+    service.recent.clear()  # again: an answer remembered meanwhile may predate the bump

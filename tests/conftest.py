@@ -25,6 +25,8 @@ from proxy.cache.base import Storage
 from proxy.cache.redis import RedisStorage
 from proxy.fake_gitlab.server import FakeGitLab
 from proxy.fake_gitlab.world import World
+from proxy.handlers import SERVICE
+from proxy.service import DoraService
 from proxy.settings import Settings
 
 pytest_plugins = ["tests.redis_server"]
@@ -75,6 +77,10 @@ class Stack:
 
         response = await self.client.get(URL(path_and_query, encoded=True), headers=headers)
         return response.status, await response.text()
+
+    def app_service(self) -> DoraService:
+        """The proxy's service object (its caches), for tests that must reach behind HTTP."""
+        return self.client.app[SERVICE]
 
     @property
     def base_url(self) -> str:

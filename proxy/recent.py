@@ -1,0 +1,55 @@
+"""Recent answers: a few seconds of memory in front of everything else, per caller and URL.
+
+Dashboards and CI jobs repeat the very same request; for those, even a cache hit's work (query
+parsing, permission lookup, two storage reads, hashing) is most of the cost. This keeps the
+finished answer in process memory for `ttl` seconds (a couple of seconds by default), keyed by
+the HMAC of the caller's credential, the exact path and query, and today's date, so:
+
+- a caller only ever gets back an answer it was itself given moments ago (same credential, same
+  URL, same day: defaults such as `end_date` depend on the day);
+- it never outlives the permission decision nor the answer's own lifetime (the shorter wins);
+- webhook invalidations clear it (in this process; other replicas' copies expire within `ttl`);
+- only fresh answers enter it (never errors, never stale answers served on upstream failure).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Generic, TypeVar
+
+V = TypeVar("V")
+MAX_ENTRIES = 10_000
+
+
+class RecentAnswers(Generic[V]):
+    def __init__(self, ttl: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.ttl = ttl
+        self._clock = clock
+        self._entries: OrderedDict[tuple[str, ...], tuple[float, V]] = OrderedDict()
+
+    def get(self, key: tuple[str, ...]) -> V | None:
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        expires, value = entry
+        if expires <= self._clock():
+            self._entries.pop(key, None)
+            return None
+        return value
+
+    def put(self, key: tuple[str, ...], value: V, lifetime: float) -> None:
+        lifetime = min(lifetime, self.ttl)
+        if lifetime <= 0:
+            return
+        self._entries[key] = (self._clock() + lifetime, value)
+        self._entries.move_to_end(key)
+        while len(self._entries) > MAX_ENTRIES:
+            self._entries.popitem(last=False)
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+    def __len__(self) -> int:
+        return len(self._entries)

@@ -1,0 +1,102 @@
+"""The seconds-long memory of recent answers: per caller, per URL, short, and never stale."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime
+
+from proxy.fake_gitlab.world import REPORTER, World
+
+NOW = datetime(2021, 3, 1, tzinfo=UTC)
+URL = (
+    "/api/v4/projects/11/dora/metrics"
+    "?metric=deployment_frequency&start_date=2021-01-01&end_date=2021-01-31"
+)
+RITA = {"PRIVATE-TOKEN": "tok-rita"}
+MARIA = {"PRIVATE-TOKEN": "tok-maria"}
+
+
+def build(world: World) -> None:
+    group = world.add_group(10, "s1")
+    world.add_member(12, group, REPORTER)
+    world.add_member(11, group, REPORTER)
+    project = world.add_project(11, "app", group)
+    world.deploy_many(world.add_environment(project, "production", "production"), 3, "2021-01-05")
+
+
+async def layer(stack, headers) -> str:
+    response = await stack.client.get(URL, headers=headers)
+    assert response.status == 200
+    return response.headers["X-Dora-Proxy-Cache"]
+
+
+async def test_a_repeat_by_the_same_caller_is_answered_from_memory(world, start_stack):
+    build(world)
+    stack = await start_stack(world, now=NOW, recent_answer_ttl=5.0)
+    assert await layer(stack, RITA) == "miss"
+    assert await layer(stack, RITA) == "recent"
+    # another caller with access proves it to GitLab first, then reads the shared answer cache
+    stack.fake.reset_calls()
+    assert await layer(stack, MARIA) == "hit"
+    assert {c.kind for c in stack.fake.calls} == {"user", "project", "project_members"}
+
+
+async def test_it_forgets_after_its_lifetime(world, start_stack):
+    build(world)
+    stack = await start_stack(world, now=NOW, recent_answer_ttl=0.2)
+    assert await layer(stack, RITA) == "miss"
+    assert await layer(stack, RITA) == "recent"
+    await asyncio.sleep(0.3)
+    assert await layer(stack, RITA) == "hit"
+
+
+async def test_it_never_outlives_the_permission_decision(world, start_stack):
+    build(world)
+    stack = await start_stack(world, now=NOW, recent_answer_ttl=60.0, permission_ttl=0.0)
+    assert await layer(stack, RITA) == "miss"
+    world.members = [m for m in world.members if m.user_id != 12]  # rita loses her access
+    response = await stack.client.get(URL, headers=RITA)
+    assert response.status == 404
+
+
+async def test_a_webhook_clears_it(world, start_stack):
+    build(world)
+    stack = await start_stack(world, now=NOW, recent_answer_ttl=60.0, webhook_secret="s3cret")
+    assert await layer(stack, RITA) == "miss"
+    assert await layer(stack, RITA) == "recent"
+    event = {
+        "object_kind": "deployment",
+        "status": "success",
+        "project": {"id": 11, "path_with_namespace": "s1/app"},
+    }
+    hook = await stack.client.post(
+        "/-/webhooks/gitlab",
+        data=json.dumps(event),
+        headers={"X-Gitlab-Token": "s3cret", "X-Gitlab-Event": "Deployment Hook"},
+    )
+    assert hook.status == 200
+    assert await layer(stack, RITA) == "miss"  # recomputed: the project's answers were dropped
+
+
+async def test_stale_answers_are_not_remembered(world, start_stack):
+    build(world)
+    stack = await start_stack(world, now=NOW, recent_answer_ttl=60.0, webhook_secret="s3cret")
+    assert await layer(stack, RITA) == "miss"
+    # An incident event: the fresh answer and the incident days become unreachable ...
+    event = {
+        "object_kind": "issue",
+        "object_attributes": {"type": "Incident", "action": "open"},
+        "project": {"id": 11, "path_with_namespace": "s1/app"},
+    }
+    hook = await stack.client.post(
+        "/-/webhooks/gitlab",
+        data=json.dumps(event),
+        headers={"X-Gitlab-Token": "s3cret", "X-Gitlab-Event": "Issue Hook"},
+    )
+    assert hook.status == 200
+    # ... and re-reading incidents fails upstream: the stale copy is served, twice, never recalled
+    stack.fake.faults.only_kinds = {"project_issues"}
+    stack.fake.faults.status_codes = [502] * 50
+    assert await layer(stack, RITA) == "stale"
+    assert await layer(stack, RITA) == "stale"
