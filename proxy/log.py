@@ -30,14 +30,37 @@ _SECRET_IN_TEXT = re.compile(
 REDACTED = "[redacted]"
 
 
+_SCALARS = (int, float, bool, type(None))
+_secret_key_memo: dict[str, bool] = {}  # event keys are few and fixed: decide each once
+
+
+def _is_secret_key(key: str) -> bool:
+    known = _secret_key_memo.get(key)
+    if known is None:
+        known = _SECRET_KEYS.search(key) is not None
+        if len(_secret_key_memo) < 4096:
+            _secret_key_memo[key] = known
+    return known
+
+
+def _redact_text(value: str) -> str:
+    lowered = value.lower()
+    # Every pattern of _SECRET_IN_TEXT contains one of these words: most strings skip the regex.
+    if "token" not in lowered and "bearer" not in lowered and "basic" not in lowered:
+        return value
+    return _SECRET_IN_TEXT.sub(
+        lambda m: (m.group(1) or m.group(2) or m.group(3)) + REDACTED, value
+    )
+
+
 def _redact_value(value: Any) -> Any:
+    if isinstance(value, _SCALARS):
+        return value
     if isinstance(value, str):
-        return _SECRET_IN_TEXT.sub(
-            lambda m: (m.group(1) or m.group(2) or m.group(3)) + REDACTED, value
-        )
+        return _redact_text(value)
     if isinstance(value, dict):
         return {
-            k: REDACTED if isinstance(k, str) and _SECRET_KEYS.search(k) else _redact_value(v)
+            k: REDACTED if isinstance(k, str) and _is_secret_key(k) else _redact_value(v)
             for k, v in value.items()
         }
     if isinstance(value, list | tuple):
@@ -46,12 +69,16 @@ def _redact_value(value: Any) -> Any:
 
 
 def redact(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
-    """structlog processor: mask credential-looking keys and token-looking substrings."""
-    for key in list(event):
-        if _SECRET_KEYS.search(key):
+    """structlog processor: mask credential-looking keys and token-looking substrings.
+
+    It runs on every log line (one per request), so the common case is kept cheap: key
+    decisions are memoised and scalars are passed through untouched.
+    """
+    for key, value in event.items():
+        if _is_secret_key(key):
             event[key] = REDACTED
-        else:
-            event[key] = _redact_value(event[key])
+        elif not isinstance(value, _SCALARS):
+            event[key] = _redact_value(value)
     return event
 
 
