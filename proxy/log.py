@@ -48,9 +48,7 @@ def _redact_text(value: str) -> str:
     # Every pattern of _SECRET_IN_TEXT contains one of these words: most strings skip the regex.
     if "token" not in lowered and "bearer" not in lowered and "basic" not in lowered:
         return value
-    return _SECRET_IN_TEXT.sub(
-        lambda m: (m.group(1) or m.group(2) or m.group(3)) + REDACTED, value
-    )
+    return _SECRET_IN_TEXT.sub(lambda m: (m.group(1) or m.group(2) or m.group(3)) + REDACTED, value)
 
 
 def _redact_value(value: Any) -> Any:

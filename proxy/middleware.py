@@ -16,6 +16,7 @@ from aiohttp import web
 
 from .errors import GatewayTimeout, ProxyError
 from .facts import dumps
+from .observability import TELEMETRY
 from .upstream import CURRENT_STATS, CallStats
 
 log = structlog.get_logger("proxy.request")
@@ -40,8 +41,9 @@ def json_error(
 
 
 @web.middleware
-async def request_log(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """One JSON line per request: method, path, status, duration, cache, upstream calls."""
+async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Outermost: one JSON line per request (method, path, status, duration, cache, upstream
+    calls) and the request metrics, timed once for both."""
     stats = CallStats()
     token = CURRENT_STATS.set(stats)
     started = time.perf_counter()
@@ -55,6 +57,8 @@ async def request_log(request: web.Request, handler: Handler) -> web.StreamRespo
         raise
     finally:
         CURRENT_STATS.reset(token)
+        seconds = time.perf_counter() - started
+        request.app[TELEMETRY].request_done(request, status, seconds)
         if request.path not in QUIET_PATHS:
             log.info(
                 "request",
@@ -62,7 +66,7 @@ async def request_log(request: web.Request, handler: Handler) -> web.StreamRespo
                 path=request.path,  # never the query string: it may carry tokens
                 params=sorted(set(request.query.keys())),
                 status=status,
-                duration_ms=round((time.perf_counter() - started) * 1000, 2),
+                duration_ms=round(seconds * 1000, 2),
                 cache=request.get(CACHE_STATUS, "none"),
                 upstream_calls=stats.total,
                 upstream_calls_by_kind=dict(stats.calls),

@@ -10,9 +10,8 @@ leak) and never a credential.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import aiohttp
 from aiohttp import web
@@ -93,10 +92,27 @@ class Telemetry:
             ("outcome",),
             registry=r,
         )
+        self._request_children: dict[tuple[str, str], tuple[Any, Any]] = {}
+        self._cache_children: dict[tuple[str, bool], Any] = {}
 
     # ---- call sites -----------------------------------------------------------------------
+    def request_done(self, request: web.Request, status: int, seconds: float) -> None:
+        """Every answer counted, errors included, by route name (never the raw path)."""
+        labels = (route_name(request), str(status))
+        children = self._request_children.get(labels)
+        if children is None:  # labels() costs a lock and a lookup: resolve each pair once
+            children = (self.requests.labels(*labels), self.request_seconds.labels(*labels))
+            self._request_children[labels] = children
+        children[0].inc()
+        children[1].observe(seconds)
+
     def cache_lookup(self, layer: str, hit: bool) -> None:
-        (self.cache_hits if hit else self.cache_misses).labels(layer).inc()
+        key = (layer, hit)
+        child = self._cache_children.get(key)
+        if child is None:
+            child = (self.cache_hits if hit else self.cache_misses).labels(layer)
+            self._cache_children[key] = child
+        child.inc()
 
     def upstream_call(self, kind: str, status: str, seconds: float) -> None:
         """`Upstream`'s observer (runs in its worker threads; prometheus_client is thread-safe)."""
@@ -130,25 +146,6 @@ def route_name(request: web.Request) -> str:
         return UNMATCHED
     route = match_info.route
     return route.name or (route.resource.canonical if route.resource else UNMATCHED)
-
-
-@web.middleware
-async def count_requests(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Outermost middleware: every answer counted, errors included, by route and status."""
-    telemetry = request.app[TELEMETRY]
-    started = time.perf_counter()
-    status = 500
-    try:
-        response = await handler(request)
-        status = response.status
-        return response
-    except web.HTTPException as exc:
-        status = exc.status
-        raise
-    finally:
-        labels = (route_name(request), str(status))
-        telemetry.requests.labels(*labels).inc()
-        telemetry.request_seconds.labels(*labels).observe(time.perf_counter() - started)
 
 
 async def metrics_endpoint(request: web.Request) -> web.Response:
