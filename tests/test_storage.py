@@ -97,6 +97,15 @@ async def test_set_many_stores_every_entry_with_its_own_lifetime(storage: Storag
     await storage.set_many([])  # nothing to do is not an error
 
 
+async def test_concurrent_sets_all_land(storage: Storage) -> None:
+    """The disk storage commits concurrent sets together; none may be lost or misplaced."""
+    await asyncio.gather(*(storage.set(f"k{n}", str(n).encode(), 60) for n in range(300)))
+    values = [await storage.get(f"k{n}") for n in range(300)]
+    assert values == [str(n).encode() for n in range(300)]
+    await asyncio.gather(storage.set("same", b"1", 60), storage.set("same", b"2", 60))
+    assert await storage.get("same") == b"2"  # arrival order is commit order
+
+
 async def test_set_many_refuses_bad_entries_before_writing_any(storage: Storage) -> None:
     with pytest.raises(TypeError):
         await storage.set_many([("fine", b"1", None), ("bad", "text", None)])  # type: ignore[list-item]

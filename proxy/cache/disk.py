@@ -109,6 +109,9 @@ class DiskStorage:
             else None
         )
         self._executor = executor or self._own_executor
+        self._pending: list[tuple[tuple[str, bytes, float | None], asyncio.Future[None]]] = []
+        self._flushing = False
+        self._flusher: asyncio.Future[None] | None = None
         _prepare_directory(self._directory)
         self._cache: diskcache.Cache | None = _open_cache(self._directory, size_limit)
 
@@ -124,10 +127,34 @@ class DiskStorage:
             return None
 
     async def set(self, key: str, value: bytes, ttl: float | None) -> None:
+        """Group commit: sets that arrive while a write runs are committed together in the
+        next transaction (one SQLite commit costs ~200 us; a row inside one ~35 us). Each
+        caller still returns only once its own row is committed."""
         cache = self._opened()
-        await self._run(
-            cache.set, check_key(key), check_value(value), expire=check_ttl(ttl), retry=True
-        )
+        entry = (check_key(key), check_value(value), check_ttl(ttl))
+        done = asyncio.get_running_loop().create_future()
+        self._pending.append((entry, done))
+        if not self._flushing:
+            self._flushing = True
+            self._flusher = asyncio.ensure_future(self._flush(cache))
+        await done
+
+    async def _flush(self, cache: diskcache.Cache) -> None:
+        try:
+            while self._pending:
+                batch, self._pending = self._pending, []
+                try:
+                    await self._run(_set_many, cache, [entry for entry, _ in batch])
+                except Exception as exc:  # every waiter of the batch sees the failure
+                    for _, done in batch:
+                        if not done.done():
+                            done.set_exception(exc)
+                else:
+                    for _, done in batch:
+                        if not done.done():
+                            done.set_result(None)
+        finally:
+            self._flushing = False
 
     async def set_many(self, items: Sequence[tuple[str, bytes, float | None]]) -> None:
         checked = [(check_key(k), check_value(v), check_ttl(t)) for k, v, t in items]
