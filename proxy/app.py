@@ -123,7 +123,7 @@ def create_app(
     `redis_namespace` keeps proxies that share one Redis apart (default: they share)."""
     telemetry = Telemetry()
     app = web.Application(
-        middlewares=[middleware.observe, middleware.errors],
+        middlewares=[middleware.observe],
         handler_args={"max_line_size": MAX_LINE_SIZE, "max_field_size": MAX_FIELD_SIZE},
     )
     app[SETTINGS] = settings

@@ -1,4 +1,4 @@
-"""Two middlewares: the request log line, and errors rendered as GitLab-shaped JSON.
+"""One middleware: errors rendered as GitLab-shaped JSON, and the request log line + metrics.
 
 Errors become responses in one place only: `ProxyError`s carry their own status and body;
 aiohttp's routing errors under /api/v4 get GitLab's catch-all bodies; anything else is logged
@@ -16,6 +16,7 @@ from aiohttp import web
 
 from .errors import GatewayTimeout, ProxyError
 from .facts import dumps
+from .log import request_log
 from .observability import TELEMETRY
 from .upstream import CURRENT_STATS, CallStats
 
@@ -42,14 +43,18 @@ def json_error(
 
 @web.middleware
 async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Outermost: one JSON line per request (method, path, status, duration, cache, upstream
-    calls) and the request metrics, timed once for both."""
+    """The only middleware: errors rendered as JSON (`error_response`), then one JSON line per
+    request (method, path, status, duration, cache, upstream calls) and the request metrics,
+    timed once for both. One layer, because every layer costs each request."""
     stats = CallStats()
     token = CURRENT_STATS.set(stats)
     started = time.perf_counter()
     status = 500
     try:
-        response = await handler(request)
+        try:
+            response = await handler(request)
+        except Exception as exc:  # errors become responses here, the only place
+            response = error_response(request, exc)
         status = response.status
         return response
     except web.HTTPException as exc:
@@ -60,7 +65,7 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
         seconds = time.perf_counter() - started
         request.app[TELEMETRY].request_done(request, status, seconds)
         if request.path not in QUIET_PATHS:
-            log.info(
+            request_log().info(
                 "request",
                 method=request.method,
                 path=request.path,  # never the query string: it may carry tokens
@@ -89,11 +94,11 @@ def header_safe(text: str) -> str:
     return safe[:_MAX_HEADER_DETAIL]
 
 
-@web.middleware
-async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    try:
-        return await handler(request)
-    except ProxyError as exc:
+def error_response(request: web.Request, exc: Exception) -> web.Response:
+    """The JSON answer for an exception a handler raised (re-raises what it does not handle).
+
+    Called from `observe`'s except block (so `log.exception` sees the traceback)."""
+    if isinstance(exc, ProxyError):
         headers = dict(exc.headers)
         if exc.status >= 500:
             detail = _failure_detail(exc)
@@ -107,7 +112,7 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
             if detail:
                 headers[UPSTREAM_ERROR_HEADER] = header_safe(detail)
         return json_error(exc.status, exc.body, headers)
-    except web.HTTPException as exc:
+    if isinstance(exc, web.HTTPException):
         # GitLab's catch-all bodies under /api/v4; the same JSON elsewhere (clients of the
         # proxy parse JSON, and an unknown path is no reason to answer text).
         if exc.status == 405:
@@ -119,7 +124,6 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
             return json_error(405, {"error": "405 Not Allowed"}, {"Allow": allow})
         if exc.status == 404:
             return json_error(404, {"error": "404 Not Found"})
-        raise
-    except Exception:
-        log.exception("unhandled_error", method=request.method, path=request.path)
-        return json_error(500, {"message": "500 Internal Server Error"})
+        raise exc
+    log.exception("unhandled_error", method=request.method, path=request.path)
+    return json_error(500, {"message": "500 Internal Server Error"})
