@@ -43,10 +43,13 @@ def _is_secret_key(key: str) -> bool:
     return known
 
 
-def _redact_text(value: str) -> str:
-    lowered = value.lower()
+def _could_hold_secret(lowered: str) -> bool:
     # Every pattern of _SECRET_IN_TEXT contains one of these words: most strings skip the regex.
-    if "token" not in lowered and "bearer" not in lowered and "basic" not in lowered:
+    return "token" in lowered or "bearer" in lowered or "basic" in lowered
+
+
+def _redact_text(value: str) -> str:
+    if not _could_hold_secret(value.lower()):
         return value
     return _SECRET_IN_TEXT.sub(lambda m: (m.group(1) or m.group(2) or m.group(3)) + REDACTED, value)
 
@@ -75,6 +78,9 @@ def redact(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[s
     for key, value in event.items():
         if _is_secret_key(key):
             event[key] = REDACTED
+        elif type(value) is str:
+            if _could_hold_secret(value.lower()):
+                event[key] = _redact_text(value)
         elif not isinstance(value, _SCALARS):
             event[key] = _redact_value(value)
     return event
