@@ -28,6 +28,8 @@ class RecentAnswers(Generic[V]):
         self.ttl = ttl
         self._clock = clock
         self._entries: OrderedDict[tuple[str, ...], tuple[float, V]] = OrderedDict()
+        # Bumped by clear(): an answer computed across an invalidation must not be remembered.
+        self.generation = 0
 
     def get(self, key: tuple[str, ...]) -> V | None:
         entry = self._entries.get(key)
@@ -39,9 +41,11 @@ class RecentAnswers(Generic[V]):
             return None
         return value
 
-    def put(self, key: tuple[str, ...], value: V, lifetime: float) -> None:
+    def put(self, key: tuple[str, ...], value: V, lifetime: float, generation: int) -> None:
+        """Remember `value` unless the memory was cleared since `generation` was read (the
+        answer may predate what cleared it)."""
         lifetime = min(lifetime, self.ttl)
-        if lifetime <= 0:
+        if lifetime <= 0 or generation != self.generation:
             return
         self._entries[key] = (self._clock() + lifetime, value)
         self._entries.move_to_end(key)
@@ -49,6 +53,7 @@ class RecentAnswers(Generic[V]):
             self._entries.popitem(last=False)
 
     def clear(self) -> None:
+        self.generation += 1
         self._entries.clear()
 
     def __len__(self) -> int:

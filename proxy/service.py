@@ -96,7 +96,7 @@ class DoraService:
 
     def recall(self, credential: Credential | None, url: str) -> tuple[Answer | None, tuple]:
         """An answer this very caller got for this very URL today, seconds ago (or None), and
-        the key to remember the coming answer under."""
+        the token to remember the coming answer with (`remember`)."""
         try:
             caller = self.permissions.caller_key(credential)
         except UnicodeError:  # not a token GitLab could issue; authorize() answers it
@@ -104,11 +104,13 @@ class DoraService:
         key = (caller, url, self.today().isoformat())
         answer = self.recent.get(key)
         self.telemetry.cache_lookup("recent", answer is not None)
-        return (answer.recalled() if answer is not None else None), key
+        recalled = answer.recalled() if answer is not None else None
+        return recalled, (key, self.recent.generation)
 
-    def remember(self, key: tuple, answer: Answer) -> None:
-        if key and answer.cache in ("hit", "miss"):
-            self.recent.put(key, answer, answer.max_age)
+    def remember(self, token: tuple, answer: Answer) -> None:
+        if token and answer.cache in ("hit", "miss"):
+            key, generation = token
+            self.recent.put(key, answer, answer.max_age, generation)
 
     async def metrics(
         self,

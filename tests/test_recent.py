@@ -100,3 +100,16 @@ async def test_stale_answers_are_not_remembered(world, start_stack):
     stack.fake.faults.status_codes = [502] * 50
     assert await layer(stack, RITA) == "stale"
     assert await layer(stack, RITA) == "stale"
+
+
+def test_an_answer_computed_across_a_clear_is_not_remembered():
+    """A webhook that lands while a request computes must win over that request's answer."""
+    from proxy.recent import RecentAnswers
+
+    recent: RecentAnswers[str] = RecentAnswers(ttl=60)
+    generation = recent.generation  # the request starts
+    recent.clear()  # an invalidation arrives meanwhile
+    recent.put(("caller", "/url", "2021-03-01"), "old answer", 60, generation)
+    assert recent.get(("caller", "/url", "2021-03-01")) is None
+    recent.put(("caller", "/url", "2021-03-01"), "new answer", 60, recent.generation)
+    assert recent.get(("caller", "/url", "2021-03-01")) == "new answer"
