@@ -13,7 +13,6 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -193,10 +192,6 @@ def _demo_banner(
         "Ctrl-C stops both. The demo is not for production: its GitLab is made up.",
     ]
     return "\n".join(lines)
-
-
-def _path(value: str | None) -> Path | None:
-    return Path(value) if value else None
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -624,8 +624,3 @@ def _incident(item: dict[str, Any]) -> Incident:
     return Incident(
         int(item["id"]), parse_time(item["created_at"]), parse_time(closed) if closed else None
     )
-
-
-def iter_chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
