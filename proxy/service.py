@@ -46,8 +46,11 @@ class Answer:
         return '"' + hashlib.sha256(self.body).hexdigest()[:32] + '"'
 
     def recalled(self) -> Answer:
-        """The same answer, as served again from process memory."""
-        return Answer(self.body, "recent", self.max_age)
+        """The same answer, as served again from process memory (its ETag is not re-hashed:
+        cached_property reads the value from the instance dict)."""
+        again = Answer(self.body, "recent", self.max_age)
+        again.__dict__["etag"] = self.etag
+        return again
 
 
 @dataclass(frozen=True, slots=True)

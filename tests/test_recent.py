@@ -113,3 +113,13 @@ def test_an_answer_computed_across_a_clear_is_not_remembered():
     assert recent.get(("caller", "/url", "2021-03-01")) is None
     recent.put(("caller", "/url", "2021-03-01"), "new answer", 60, recent.generation)
     assert recent.get(("caller", "/url", "2021-03-01")) == "new answer"
+
+
+def test_a_recalled_answer_keeps_its_etag_without_hashing_again(monkeypatch):
+    from proxy import service
+
+    answer = service.Answer(b"[]", "miss", 60)
+    etag = answer.etag
+    monkeypatch.setattr(service.hashlib, "sha256", None)  # any new hashing would fail
+    again = answer.recalled()
+    assert (again.cache, again.etag, again.body) == ("recent", etag, b"[]")
