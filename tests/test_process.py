@@ -144,6 +144,15 @@ async def start_proxy(
     raise AssertionError(f"{name} never became healthy: {stderr.read_text()}")
 
 
+async def stop_all(processes: list, fake: FakeGitLab) -> None:
+    """Kill whatever proxy process a test left running, then stop the fake GitLab."""
+    for proxy in processes:
+        if proxy.process.returncode is None:
+            proxy.process.kill()
+            await proxy.process.wait()
+    await fake.close()
+
+
 async def expected_answers(start_stack, world: World, fake: FakeGitLab) -> dict[str, str]:
     stack = await start_stack(world, fake=fake)
     answers = {}
@@ -236,11 +245,7 @@ async def test_sigkill_while_writing_the_cache_then_restart_gives_right_answers(
         assert_no_token_in(logs, cache_dir)
         assert "cache.corrupt" in (logs / "repaired.out").read_text()
     finally:
-        for proxy in processes:
-            if proxy.process.returncode is None:
-                proxy.process.kill()
-                await proxy.process.wait()
-        await fake.close()
+        await stop_all(processes, fake)
 
 
 async def test_a_killed_lock_holder_does_not_stall_the_restarted_proxy(tmp_path: Path) -> None:
@@ -275,11 +280,7 @@ async def test_a_killed_lock_holder_does_not_stall_the_restarted_proxy(tmp_path:
         assert all(status == 200 for status, _ in answers)
         assert loop.time() - started < 1.0, "answers are not held back by a dead process"
     finally:
-        for proxy in processes:
-            if proxy.process.returncode is None:
-                proxy.process.kill()
-                await proxy.process.wait()
-        await fake.close()
+        await stop_all(processes, fake)
 
 
 async def test_sigterm_drains_the_request_in_flight(tmp_path: Path) -> None:
@@ -307,10 +308,7 @@ async def test_sigterm_drains_the_request_in_flight(tmp_path: Path) -> None:
         assert await proxy.exit_code() == 0
         assert_no_token_in(tmp_path / "logs", tmp_path / "cache")
     finally:
-        if proxy.process.returncode is None:
-            proxy.process.kill()
-            await proxy.process.wait()
-        await fake.close()
+        await stop_all([proxy], fake)
 
 
 def assert_no_token_in(*directories: Path) -> None:
