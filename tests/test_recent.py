@@ -25,6 +25,16 @@ def build(world: World) -> None:
     world.deploy_many(world.add_environment(project, "production", "production"), 3, "2021-01-05")
 
 
+async def deliver(stack, event: dict, kind: str) -> int:
+    """POST a GitLab webhook delivery with the stack's secret; its status."""
+    hook = await stack.client.post(
+        "/-/webhooks/gitlab",
+        data=json.dumps(event),
+        headers={"X-Gitlab-Token": "s3cret", "X-Gitlab-Event": kind},
+    )
+    return hook.status
+
+
 async def layer(stack, headers) -> str:
     response = await stack.client.get(URL, headers=headers)
     assert response.status == 200
@@ -70,12 +80,7 @@ async def test_a_webhook_clears_it(world, start_stack):
         "status": "success",
         "project": {"id": 11, "path_with_namespace": "s1/app"},
     }
-    hook = await stack.client.post(
-        "/-/webhooks/gitlab",
-        data=json.dumps(event),
-        headers={"X-Gitlab-Token": "s3cret", "X-Gitlab-Event": "Deployment Hook"},
-    )
-    assert hook.status == 200
+    assert await deliver(stack, event, "Deployment Hook") == 200
     assert await layer(stack, RITA) == "miss"  # recomputed: the project's answers were dropped
 
 
@@ -89,12 +94,7 @@ async def test_stale_answers_are_not_remembered(world, start_stack):
         "object_attributes": {"type": "Incident", "action": "open"},
         "project": {"id": 11, "path_with_namespace": "s1/app"},
     }
-    hook = await stack.client.post(
-        "/-/webhooks/gitlab",
-        data=json.dumps(event),
-        headers={"X-Gitlab-Token": "s3cret", "X-Gitlab-Event": "Issue Hook"},
-    )
-    assert hook.status == 200
+    assert await deliver(stack, event, "Issue Hook") == 200
     # ... and re-reading incidents fails upstream: the stale copy is served, twice, never recalled
     stack.fake.faults.only_kinds = {"project_issues"}
     stack.fake.faults.status_codes = [502] * 50
