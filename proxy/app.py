@@ -15,6 +15,7 @@ from aiohttp import web
 from . import handlers, middleware, observability, openapi, webhooks
 from .cache.base import Storage
 from .collect import FactsCollector, FactsPolicy
+from .log import flush_logs
 from .observability import READINESS, READINESS_TIMEOUT, TELEMETRY, Readiness, Telemetry
 from .permissions import Permissions
 from .server_secret import load_server_secret
@@ -146,6 +147,7 @@ def create_app(
             yield
         finally:
             await service.close()
+            flush_logs()
 
     app.cleanup_ctx.append(resources)
     for name, path in API_ROUTES:

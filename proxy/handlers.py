@@ -7,7 +7,7 @@ import asyncio
 from aiohttp import web
 
 from .errors import GatewayTimeout
-from .middleware import CACHE_STATUS
+from .middleware import CACHE_STATUS, count_upstream_calls
 from .params import parse_query
 from .service import Answer, DoraService
 from .upstream import Credential
@@ -36,6 +36,7 @@ async def dora_metrics(request: web.Request) -> web.StreamResponse:
     credential = credential_from(request)
     answer, recent_key = service.recall(credential, request.raw_path)
     if answer is None:
+        count_upstream_calls(request)
         container = "project" if request.match_info.route.name == "project_dora" else "group"
         unchecked = parse_query(request.query, service.today())
         try:
@@ -51,20 +52,11 @@ async def dora_metrics(request: web.Request) -> web.StreamResponse:
 
 
 def _respond(request: web.Request, answer: Answer) -> web.Response:
-    headers = {
-        "ETag": answer.etag,
-        "Cache-Control": f"private, max-age={answer.max_age}",
-        "Vary": "PRIVATE-TOKEN, Authorization",
-        # hit / miss / recent / stale: which layer answered (for operators; not GitLab's API)
-        "X-Dora-Proxy-Cache": answer.cache,
-    }
-    if answer.cache == "stale":
-        headers["Warning"] = '110 - "Response is Stale"'
-        headers["X-Dora-Proxy-Stale"] = "true"
-        headers["Cache-Control"] = "private, no-cache"
-    if answer.etag in _etags(request.headers.get("If-None-Match", "")):
+    headers = answer.headers
+    if_none_match = request.headers.get("If-None-Match")
+    if if_none_match and answer.etag in _etags(if_none_match):
         return web.Response(status=304, headers=headers)
-    return web.Response(body=answer.body, content_type="application/json", headers=headers)
+    return web.Response(body=answer.body, headers=headers)
 
 
 def _etags(header: str) -> set[str]:

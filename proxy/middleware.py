@@ -24,6 +24,7 @@ log = structlog.get_logger("proxy.request")
 # Probes and scrapes hit every few seconds; their lines would drown the requests that matter.
 QUIET_PATHS = frozenset({"/-/health", "/-/liveness", "/-/readiness", "/metrics"})
 CACHE_STATUS = web.RequestKey("cache_status", str)
+UPSTREAM_STATS = web.RequestKey("upstream_stats", CallStats)
 # Which upstream call made a 5xx answer fail. The bodies are fixed by the spec, so the detail
 # travels in this header (and the log): method and upstream path only, never a credential.
 UPSTREAM_ERROR_HEADER = "X-Dora-Proxy-Upstream-Error"
@@ -41,13 +42,26 @@ def json_error(
     )
 
 
+def count_upstream_calls(request: web.Request) -> CallStats:
+    """Count the upstream calls made from here on for this request (for its log line).
+
+    Called by a handler about to need the upstream, not for every request: a repeated request
+    answered from memory never reaches GitLab and should not pay for the bookkeeping. The
+    context variable lives in the request's task, so it ends with the request."""
+    stats = CallStats()
+    CURRENT_STATS.set(stats)
+    request[UPSTREAM_STATS] = stats
+    return stats
+
+
+_NO_CALLS = CallStats()
+
+
 @web.middleware
 async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
     """The only middleware: errors rendered as JSON (`error_response`), then one JSON line per
     request (method, path, status, duration, cache, upstream calls) and the request metrics,
     timed once for both. One layer, because every layer costs each request."""
-    stats = CallStats()
-    token = CURRENT_STATS.set(stats)
     started = time.perf_counter()
     status = 500
     try:
@@ -61,14 +75,15 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
         status = exc.status
         raise
     finally:
-        CURRENT_STATS.reset(token)
         seconds = time.perf_counter() - started
         request.app[TELEMETRY].request_done(request, status, seconds)
-        if request.path not in QUIET_PATHS:
+        path = request.path
+        if path not in QUIET_PATHS:
+            stats = request.get(UPSTREAM_STATS, _NO_CALLS)
             request_log().info(
                 "request",
                 method=request.method,
-                path=request.path,  # never the query string: it may carry tokens
+                path=path,  # never the query string: it may carry tokens
                 params=sorted(set(request.query.keys())),
                 status=status,
                 duration_ms=round(seconds * 1000, 2),

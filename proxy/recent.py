@@ -27,11 +27,11 @@ class RecentAnswers(Generic[V]):
     def __init__(self, ttl: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.ttl = ttl
         self._clock = clock
-        self._entries: OrderedDict[tuple[str, ...], tuple[float, V]] = OrderedDict()
+        self._entries: OrderedDict[tuple[object, ...], tuple[float, V]] = OrderedDict()
         # Bumped by clear(): an answer computed across an invalidation must not be remembered.
         self.generation = 0
 
-    def get(self, key: tuple[str, ...]) -> V | None:
+    def get(self, key: tuple[object, ...]) -> V | None:
         entry = self._entries.get(key)
         if entry is None:
             return None
@@ -41,7 +41,7 @@ class RecentAnswers(Generic[V]):
             return None
         return value
 
-    def put(self, key: tuple[str, ...], value: V, lifetime: float, generation: int) -> None:
+    def put(self, key: tuple[object, ...], value: V, lifetime: float, generation: int) -> None:
         """Remember `value` unless the memory was cleared since `generation` was read (the
         answer may predate what cleared it)."""
         lifetime = min(lifetime, self.ttl)

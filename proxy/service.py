@@ -45,6 +45,24 @@ class Answer:
     def etag(self) -> str:
         return '"' + hashlib.sha256(self.body).hexdigest()[:32] + '"'
 
+    @functools.cached_property
+    def headers(self) -> dict[str, str]:
+        """The response headers: type, validator, freshness and which layer answered. Built
+        once per answer: a recalled answer is served again and again as the same object."""
+        headers = {
+            "Content-Type": "application/json",
+            "ETag": self.etag,
+            "Cache-Control": f"private, max-age={self.max_age}",
+            "Vary": "PRIVATE-TOKEN, Authorization",
+            # hit / miss / recent / stale: which layer answered (for operators; not GitLab's)
+            "X-Dora-Proxy-Cache": self.cache,
+        }
+        if self.cache == "stale":
+            headers["Warning"] = '110 - "Response is Stale"'
+            headers["X-Dora-Proxy-Stale"] = "true"
+            headers["Cache-Control"] = "private, no-cache"
+        return headers
+
     def recalled(self) -> Answer:
         """The same answer, as served again from process memory (its ETag is not re-hashed:
         cached_property reads the value from the instance dict)."""
@@ -104,16 +122,16 @@ class DoraService:
             caller = self.permissions.caller_key(credential)
         except UnicodeError:  # not a token GitLab could issue; authorize() answers it
             return None, ()
-        key = (caller, url, self.today().isoformat())
+        key = (caller, url, self.today())
         answer = self.recent.get(key)
         self.telemetry.cache_lookup("recent", answer is not None)
-        recalled = answer.recalled() if answer is not None else None
-        return recalled, (key, self.recent.generation)
+        return answer, (key, self.recent.generation)
 
     def remember(self, token: tuple, answer: Answer) -> None:
+        """Keep a fresh answer for `recall`, as the one object every repeat is served."""
         if token and answer.cache in ("hit", "miss"):
             key, generation = token
-            self.recent.put(key, answer, answer.max_age, generation)
+            self.recent.put(key, answer.recalled(), answer.max_age, generation)
 
     async def metrics(
         self,
