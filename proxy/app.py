@@ -1,4 +1,4 @@
-"""`create_app(settings)`: routes, middlewares and the resources a request needs, no globals.
+"""`create_app(settings)`: routes (each one observed) and the resources a request needs.
 
 Resources are opened in one cleanup context (so they close only if start-up succeeded) and live
 on the app under typed keys.
@@ -12,12 +12,13 @@ from datetime import UTC, datetime
 
 from aiohttp import web
 
-from . import handlers, middleware, observability, openapi, webhooks
+from . import handlers, observability, openapi, webhooks
 from .cache.base import Storage
 from .collect import FactsCollector, FactsPolicy
-from .log import flush_logs
 from .observability import READINESS, READINESS_TIMEOUT, TELEMETRY, Readiness, Telemetry
+from .observe import add_route, add_unrouted
 from .permissions import Permissions
+from .request_log import REQUEST_LOG
 from .server_secret import load_server_secret
 from .service import AnswerPolicy, DoraService
 from .settings import Settings
@@ -124,7 +125,6 @@ def create_app(
     `redis_namespace` keeps proxies that share one Redis apart (default: they share)."""
     telemetry = Telemetry()
     app = web.Application(
-        middlewares=[middleware.observe],
         handler_args={"max_line_size": MAX_LINE_SIZE, "max_field_size": MAX_FIELD_SIZE},
     )
     app[SETTINGS] = settings
@@ -147,15 +147,16 @@ def create_app(
             yield
         finally:
             await service.close()
-            flush_logs()
+            REQUEST_LOG.flush()
 
     app.cleanup_ctx.append(resources)
     for name, path in API_ROUTES:
-        app.router.add_get(path, handlers.dora_metrics, name=name)
-    app.router.add_get("/-/health", handlers.health, name="health")
-    app.router.add_get("/-/readiness", observability.readiness, name="readiness")
-    app.router.add_get("/-/liveness", observability.liveness, name="liveness")
-    app.router.add_get("/metrics", observability.metrics_endpoint, name="metrics")
-    app.router.add_get(openapi.PATH, openapi.openapi, name="openapi")
+        add_route(app, "GET", path, handlers.dora_metrics, name)
+    add_route(app, "GET", "/-/health", handlers.health, "health")
+    add_route(app, "GET", "/-/readiness", observability.readiness, "readiness")
+    add_route(app, "GET", "/-/liveness", observability.liveness, "liveness")
+    add_route(app, "GET", "/metrics", observability.metrics_endpoint, "metrics")
+    add_route(app, "GET", openapi.PATH, openapi.openapi, "openapi")
     webhooks.setup(app, settings.webhook_secret)
+    add_unrouted(app)  # last: the router tries it after every other route
     return app

@@ -137,6 +137,14 @@ class FactsCollector:
             )
         return day
 
+    def seconds_left(self, day: date) -> float:
+        """Seconds until the end of local `day` (negative once it has ended)."""
+        try:
+            end = self.local_midnight(day + timedelta(days=1))
+        except OverflowError:  # 9999-12-31 never ends
+            return float("inf")
+        return (end - self.clock()).total_seconds()
+
     def fetchable_days(self, start: date, end: date) -> list[date]:
         """The window's days that can hold facts: none before EARLIEST_DAY, none after
         tomorrow (a day of margin for clock skew). Also keeps date arithmetic at the ends of

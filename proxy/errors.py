@@ -10,7 +10,7 @@
      ├── ServiceUnavailable      503  upstream rate limit beyond our cap (+ Retry-After)
      └── GatewayTimeout          504  overall deadline exceeded
 
-Raise anywhere; the error middleware renders them. Messages are case-exact constants copied from
+Raise anywhere; `observe.observed` renders them. Messages are case-exact constants copied from
 `gitlab-dora-semantics.md`; none ever contains a credential.
 """
 

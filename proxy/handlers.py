@@ -7,7 +7,7 @@ import asyncio
 from aiohttp import web
 
 from .errors import GatewayTimeout
-from .middleware import CACHE_STATUS, count_upstream_calls
+from .observe import CACHE_STATUS, count_upstream_calls
 from .params import parse_query
 from .service import Answer, DoraService
 from .upstream import Credential

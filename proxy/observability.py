@@ -10,13 +10,18 @@ leak) and never a credential.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+import bisect
+import itertools
+from collections.abc import Awaitable, Callable, Iterator
+from typing import TypeVar
 
 import aiohttp
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
+from prometheus_client.metrics_core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from .cache.base import Storage, StorageError
 
@@ -36,31 +41,21 @@ class Telemetry:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
-        self.requests = Counter(
+        self.requests = RequestSeries(
             f"{PREFIX}_http_requests",
             "HTTP requests answered, by route name and status code.",
-            ("route", "status"),
-            registry=r,
-        )
-        self.request_seconds = Histogram(
             f"{PREFIX}_http_request_duration_seconds",
             "Time to answer an HTTP request, by route name and status code.",
-            ("route", "status"),
-            buckets=REQUEST_BUCKETS,
-            registry=r,
+            REQUEST_BUCKETS,
         )
-        self.cache_hits = Counter(
+        r.register(self.requests)
+        self.cache_lookups = CacheLookups(
             f"{PREFIX}_cache_hits",
-            "Cache lookups that found an entry, by layer (answer, facts).",
-            ("layer",),
-            registry=r,
-        )
-        self.cache_misses = Counter(
+            "Cache lookups that found an entry, by layer (recent, answer, facts).",
             f"{PREFIX}_cache_misses",
-            "Cache lookups that found nothing, by layer (answer, facts).",
-            ("layer",),
-            registry=r,
+            "Cache lookups that found nothing, by layer (recent, answer, facts).",
         )
+        r.register(self.cache_lookups)
         self.upstream_calls = Counter(
             f"{PREFIX}_upstream_requests",
             "HTTP calls to the upstream GitLab, by endpoint kind and outcome (status code, "
@@ -92,27 +87,17 @@ class Telemetry:
             ("outcome",),
             registry=r,
         )
-        self._request_children: dict[tuple[str, str], tuple[Any, Any]] = {}
-        self._cache_children: dict[tuple[str, bool], Any] = {}
 
     # ---- call sites -----------------------------------------------------------------------
-    def request_done(self, request: web.Request, status: int, seconds: float) -> None:
+    def request_done(self, route: str, status: int, seconds: float) -> None:
         """Every answer counted, errors included, by route name (never the raw path)."""
-        labels = (route_name(request), str(status))
-        children = self._request_children.get(labels)
-        if children is None:  # labels() costs a lock and a lookup: resolve each pair once
-            children = (self.requests.labels(*labels), self.request_seconds.labels(*labels))
-            self._request_children[labels] = children
-        children[0].inc()
-        children[1].observe(seconds)
+        self.requests.observe(route, status, seconds)
 
     def cache_lookup(self, layer: str, hit: bool) -> None:
+        """A lookup in one cache layer (event-loop thread only, see `CacheLookups`)."""
         key = (layer, hit)
-        child = self._cache_children.get(key)
-        if child is None:
-            child = (self.cache_hits if hit else self.cache_misses).labels(layer)
-            self._cache_children[key] = child
-        child.inc()
+        counts = self.cache_lookups.counts
+        counts[key] = counts.get(key, 0) + 1
 
     def upstream_call(self, kind: str, status: str, seconds: float) -> None:
         """`Upstream`'s observer (runs in its worker threads; prometheus_client is thread-safe)."""
@@ -134,18 +119,76 @@ class Telemetry:
         return generate_latest(self.registry)
 
 
+class RequestSeries(Collector):
+    """Requests by route and status: a counter and a duration histogram, from one series.
+
+    Updated on every request, on the event loop's thread only, so a plain dict and list do:
+    prometheus_client's own metrics take a lock and resolve label children per update, which
+    a cache hit of a few tens of microseconds felt. Read by the registry at scrape time (on
+    the same thread: the scrape is a request)."""
+
+    def __init__(
+        self, name: str, doc: str, histogram: str, histogram_doc: str, bounds: tuple[float, ...]
+    ) -> None:
+        self.name, self.doc = name, doc
+        self.histogram, self.histogram_doc = histogram, histogram_doc
+        self.bounds = bounds
+        # (route, status) -> [sum of seconds, count per bucket ..., count above the last bound]
+        self.series: dict[tuple[str, int], list[float]] = {}
+
+    def observe(self, route: str, status: int, seconds: float) -> None:
+        series = self.series.get((route, status))
+        if series is None:
+            series = self.series[route, status] = [0.0] * (len(self.bounds) + 2)
+        series[0] += seconds
+        series[1 + bisect.bisect_left(self.bounds, seconds)] += 1
+
+    def collect(self) -> Iterator[Metric]:
+        labels = ("route", "status")
+        requests = CounterMetricFamily(self.name, self.doc, labels=labels)
+        seconds = HistogramMetricFamily(self.histogram, self.histogram_doc, labels=labels)
+        for (route, status), series in list(self.series.items()):
+            cumulative = list(itertools.accumulate(series[1:]))
+            buckets = [
+                (floatToGoString(bound), count)
+                for bound, count in zip(self.bounds, cumulative, strict=False)
+            ]
+            buckets.append(("+Inf", cumulative[-1]))
+            requests.add_metric([route, str(status)], cumulative[-1])
+            seconds.add_metric([route, str(status)], buckets, sum_value=series[0])
+        yield requests
+        yield seconds
+
+    def describe(self) -> Iterator[Metric]:
+        yield CounterMetricFamily(self.name, self.doc, labels=("route", "status"))
+        yield HistogramMetricFamily(self.histogram, self.histogram_doc, labels=("route", "status"))
+
+
+class CacheLookups(Collector):
+    """Cache hits and misses by layer, counted in a plain dict on the event loop's thread
+    (every request looks up the recent answers: see `RequestSeries` for why no lock)."""
+
+    def __init__(self, hits: str, hits_doc: str, misses: str, misses_doc: str) -> None:
+        self.families = ((hits, hits_doc, True), (misses, misses_doc, False))
+        self.counts: dict[tuple[str, bool], int] = {}
+
+    def collect(self) -> Iterator[Metric]:
+        counts = dict(self.counts)
+        for name, doc, hit in self.families:
+            family = CounterMetricFamily(name, doc, labels=("layer",))
+            for (layer, found), count in sorted(counts.items()):
+                if found is hit:
+                    family.add_metric([layer], count)
+            yield family
+
+    def describe(self) -> Iterator[Metric]:
+        for name, doc, _ in self.families:
+            yield CounterMetricFamily(name, doc, labels=("layer",))
+
+
 TELEMETRY = web.AppKey("telemetry", Telemetry)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-def route_name(request: web.Request) -> str:
-    """The matched route's name (`project_dora`, `health`, ...), never the raw path."""
-    match_info = request.match_info
-    if match_info.http_exception is not None:
-        return UNMATCHED
-    route = match_info.route
-    return route.name or (route.resource.canonical if route.resource else UNMATCHED)
 
 
 async def metrics_endpoint(request: web.Request) -> web.Response:

@@ -26,7 +26,7 @@ from .errors import (
     Unauthorized,
     UpstreamRejected,
 )
-from .server_secret import credential_key
+from .server_secret import credential_key, mac_key
 from .single_flight import SingleFlight
 from .upstream import ContainerInfo, Credential, Upstream, UpstreamStatus, UserInfo
 
@@ -74,7 +74,7 @@ class DecisionCache:
 class Permissions:
     def __init__(self, upstream: Upstream, secret: bytes, ttl: float) -> None:
         self.upstream = upstream
-        self.secret = secret
+        self.secret = mac_key(secret)
         self.cache = DecisionCache(ttl)
         self.flights = SingleFlight()
 

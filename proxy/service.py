@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo
 
 import gitlab
 import structlog
+from multidict import CIMultiDict
 
 from .cache.base import Storage
 from .cache.lifetimes import put
@@ -46,9 +47,10 @@ class Answer:
         return '"' + hashlib.sha256(self.body).hexdigest()[:32] + '"'
 
     @functools.cached_property
-    def headers(self) -> dict[str, str]:
+    def headers(self) -> CIMultiDict[str]:
         """The response headers: type, validator, freshness and which layer answered. Built
-        once per answer: a recalled answer is served again and again as the same object."""
+        once per answer: a recalled answer is served again and again as the same object (and
+        aiohttp copies a CIMultiDict faster than it converts a dict)."""
         headers = {
             "Content-Type": "application/json",
             "ETag": self.etag,
@@ -61,7 +63,7 @@ class Answer:
             headers["Warning"] = '110 - "Response is Stale"'
             headers["X-Dora-Proxy-Stale"] = "true"
             headers["Cache-Control"] = "private, no-cache"
-        return headers
+        return CIMultiDict(headers)
 
     def recalled(self) -> Answer:
         """The same answer, as served again from process memory (its ETag is not re-hashed:
@@ -117,21 +119,26 @@ class DoraService:
 
     def recall(self, credential: Credential | None, url: str) -> tuple[Answer | None, tuple]:
         """An answer this very caller got for this very URL today, seconds ago (or None), and
-        the token to remember the coming answer with (`remember`)."""
+        on a miss the token to remember the coming answer with (`remember`)."""
         try:
             caller = self.permissions.caller_key(credential)
         except UnicodeError:  # not a token GitLab could issue; authorize() answers it
             return None, ()
-        key = (caller, url, self.today())
+        key = (caller, url)
         answer = self.recent.get(key)
         self.telemetry.cache_lookup("recent", answer is not None)
-        return answer, (key, self.recent.generation)
+        if answer is not None:
+            return answer, ()
+        return None, (key, self.recent.generation, self.today())
 
     def remember(self, token: tuple, answer: Answer) -> None:
-        """Keep a fresh answer for `recall`, as the one object every repeat is served."""
+        """Keep a fresh answer for `recall`, as the one object every repeat is served. Never
+        past the end of the local day it was asked on: defaults such as `end_date` depend on
+        the day (so the day is not part of the key, and a repeat need not ask for the date)."""
         if token and answer.cache in ("hit", "miss"):
-            key, generation = token
-            self.recent.put(key, answer.recalled(), answer.max_age, generation)
+            key, generation, day = token
+            lifetime = min(answer.max_age, self.collector.seconds_left(day))
+            self.recent.put(key, answer.recalled(), lifetime, generation)
 
     async def metrics(
         self,

@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import quote, urlsplit
 
 import gitlab
@@ -51,9 +51,9 @@ FORBIDDEN_MEANS_EMPTY = frozenset(
 log = structlog.get_logger("proxy.upstream")
 
 
-@dataclass(frozen=True, slots=True)
-class Credential:
-    """A caller credential in the header form it arrived in; never logged, never stored."""
+class Credential(NamedTuple):
+    """A caller credential in the header form it arrived in; never logged, never stored.
+    (A named tuple: every request makes one, and a frozen dataclass costs three times more.)"""
 
     token: str
     kind: str  # "private" (PRIVATE-TOKEN) or "bearer" (Authorization: Bearer)

@@ -38,6 +38,7 @@ from aiohttp import web
 
 from .facts import dumps
 from .handlers import SERVICE
+from .observe import add_route
 from .service import DoraService
 
 log = structlog.get_logger("proxy.webhooks")
@@ -104,7 +105,7 @@ def setup(app: web.Application, secret: str | None) -> None:
     if not secret:
         return
     app[RECEIVER] = Receiver(secret, RecentKeys(), set())
-    app.router.add_post(PATH, receive, name="gitlab_webhook")
+    add_route(app, "POST", PATH, receive, "gitlab_webhook")
 
 
 def _reply(status: int, body: dict[str, object]) -> web.Response:

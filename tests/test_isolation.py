@@ -26,7 +26,7 @@ from proxy.errors import TOKEN_IN_QUERY
 from proxy.fake_gitlab.server import FakeGitLab
 from proxy.fake_gitlab.world import REPORTER, World
 from proxy.handlers import SERVICE
-from proxy.server_secret import SECRET_FILE, credential_key
+from proxy.server_secret import SECRET_FILE, credential_key, mac_key
 from tests.scenarios.s06_s10 import build_s6
 
 NOW = datetime(2021, 7, 15, 12, 0, tzinfo=UTC)
@@ -279,7 +279,7 @@ async def test_no_credential_in_cache_logs_bodies_headers_or_metrics(start_stack
     assert any(event["event"] == "request" for event in logs), "logs were captured"
 
     hashes = [
-        credential_key(secret.encode(), f"{kind}:{token}")
+        credential_key(mac_key(secret.encode()), f"{kind}:{token}")
         for token in TOKENS
         for kind in ("private", "bearer")
     ]

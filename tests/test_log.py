@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from proxy.log import REDACTED, redact
+from proxy.redaction import REDACTED, redact
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,196 @@
+"""Every request observed: errors rendered as GitLab-shaped JSON, one log line, the metrics.
+
+Each route's handler is wrapped by `observed` (no aiohttp middleware: a middleware adds two
+layers of coroutines to every request, a tenth of a cache hit's time). Requests no route
+takes reach `Unrouted`, a catch-all resource the router tries last, so they too get GitLab's
+JSON 404 or 405, their log line and their metrics.
+
+Errors become responses in one place only: `ProxyError`s carry their own status and body;
+anything else is logged with its traceback and answers a generic 500 without details.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import time
+from collections.abc import Awaitable, Callable
+
+import structlog
+from aiohttp import web
+from yarl import URL
+
+from .errors import GatewayTimeout, ProxyError
+from .facts import dumps
+from .observability import TELEMETRY, UNMATCHED
+from .request_log import REQUEST_LOG
+from .upstream import CURRENT_STATS, CallStats
+
+log = structlog.get_logger("proxy.request")
+CACHE_STATUS = web.RequestKey("cache_status", str)
+UPSTREAM_STATS = web.RequestKey("upstream_stats", CallStats)
+# Which upstream call made a 5xx answer fail. The bodies are fixed by the spec, so the detail
+# travels in this header (and the log): method and upstream path only, never a credential.
+UPSTREAM_ERROR_HEADER = "X-Dora-Proxy-Upstream-Error"
+_NOT_HEADER_SAFE = re.compile(r"[^\x20-\x7e]")
+_MAX_HEADER_DETAIL = 300
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def json_error(
+    status: int, body: dict[str, object], headers: dict[str, str] | None = None
+) -> web.Response:
+    return web.Response(
+        status=status, body=dumps(body), content_type="application/json", headers=headers
+    )
+
+
+def count_upstream_calls(request: web.Request) -> CallStats:
+    """Count the upstream calls made from here on for this request (for its log line).
+
+    Called by a handler about to need the upstream, not for every request: a repeated request
+    answered from memory never reaches GitLab and should not pay for the bookkeeping. The
+    context variable lives in the request's task, so it ends with the request."""
+    stats = CallStats()
+    CURRENT_STATS.set(stats)
+    request[UPSTREAM_STATS] = stats
+    return stats
+
+
+_NO_CALLS = CallStats()
+
+
+# Probes and scrapes hit every few seconds; their lines would drown the requests that matter.
+QUIET_ROUTES = frozenset({"health", "liveness", "readiness", "metrics"})
+
+
+def observed(handler: Handler, route: str) -> Handler:
+    """`handler` (registered as `route`) with errors rendered as JSON (`error_response`), then
+    its metrics and its request line, timed once for both. The route's name is bound here, not
+    looked up per request: it labels the metrics and decides whether the request is logged."""
+    logged = route not in QUIET_ROUTES
+
+    @functools.wraps(handler)
+    async def observe(request: web.Request) -> web.StreamResponse:
+        started = time.perf_counter()
+        status = 500
+        try:
+            try:
+                response = await handler(request)
+            except Exception as exc:  # errors become responses here, the only place
+                response = error_response(request, exc)
+            status = response.status
+            return response
+        except web.HTTPException as exc:
+            status = exc.status
+            raise
+        finally:
+            seconds = time.perf_counter() - started
+            request.app[TELEMETRY].request_done(route, status, seconds)
+            if logged:
+                REQUEST_LOG.record(
+                    request,
+                    status,
+                    seconds,
+                    request.get(CACHE_STATUS, "none"),
+                    request.get(UPSTREAM_STATS, _NO_CALLS),
+                )
+
+    observe.observed = True  # type: ignore[attr-defined]  # checked by the tests
+    return observe
+
+
+class Unrouted(web.Resource):
+    """Every path, tried after all other resources (the router's index key is "/")."""
+
+    def __init__(self) -> None:
+        super().__init__(name=UNMATCHED)
+
+    @property
+    def canonical(self) -> str:
+        return "/"
+
+    def url_for(self, **kwargs: str) -> URL:
+        raise RuntimeError("requests no route takes have no URL")
+
+    def add_prefix(self, prefix: str) -> None:
+        raise RuntimeError("the catch-all resource belongs to the root app")
+
+    def get_info(self) -> dict[str, str]:  # type: ignore[override]
+        return {}
+
+    def raw_match(self, path: str) -> bool:
+        return True
+
+    def _match(self, path: str) -> dict[str, str]:
+        return {}
+
+
+def add_route(app: web.Application, method: str, path: str, handler: Handler, name: str) -> None:
+    """Register `handler` for `method` and `path`, observed (every route goes through here).
+    A GET route answers HEAD too, as aiohttp's `add_get` does."""
+    if method == "GET":
+        app.router.add_get(path, observed(handler, name), name=name)
+    else:
+        app.router.add_route(method, path, observed(handler, name), name=name)
+
+
+def add_unrouted(app: web.Application) -> None:
+    """Register the catch-all last: JSON 404, or 405 when another route has the path."""
+    resource = Unrouted()
+    app.router.register_resource(resource)
+    resource.add_route("*", observed(not_routed, UNMATCHED))
+
+
+async def not_routed(request: web.Request) -> web.Response:
+    """GitLab's catch-all bodies under /api/v4; the same JSON elsewhere (clients of the proxy
+    parse JSON, and an unknown path is no reason to answer text)."""
+    allowed: set[str] = set()
+    for resource in request.app.router.resources():
+        if not isinstance(resource, Unrouted):
+            allowed |= (await resource.resolve(request))[1]
+    if not allowed:
+        return json_error(404, {"error": "404 Not Found"})
+    methods = "GET, HEAD" if request.path.startswith("/api/v4/") else ", ".join(sorted(allowed))
+    return json_error(405, {"error": "405 Not Allowed"}, {"Allow": methods})
+
+
+def _failure_detail(exc: ProxyError) -> str | None:
+    """The error's detail; a deadline names the upstream call(s) it was still waiting for."""
+    detail = exc.detail
+    stats = CURRENT_STATS.get()
+    if isinstance(exc, GatewayTimeout) and stats is not None and stats.in_flight:
+        waiting = ", ".join(sorted(set(stats.in_flight))[:3])
+        detail = f"{waiting}: {detail or 'request deadline exceeded'}"
+    return detail
+
+
+def header_safe(text: str) -> str:
+    """Printable ASCII only (no CR/LF, no unicode from a caller's path), bounded length."""
+    safe = _NOT_HEADER_SAFE.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+    return safe[:_MAX_HEADER_DETAIL]
+
+
+def error_response(request: web.Request, exc: Exception) -> web.Response:
+    """The JSON answer for an exception a handler raised (re-raises what it does not handle).
+
+    Called from `observed`'s except block (so `log.exception` sees the traceback)."""
+    if isinstance(exc, ProxyError):
+        headers = dict(exc.headers)
+        if exc.status >= 500:
+            detail = _failure_detail(exc)
+            log.warning(
+                "upstream_failure",
+                method=request.method,
+                path=request.path,
+                status=exc.status,
+                detail=detail,
+            )
+            if detail:
+                headers[UPSTREAM_ERROR_HEADER] = header_safe(detail)
+        return json_error(exc.status, exc.body, headers)
+    if isinstance(exc, web.HTTPException):
+        raise exc  # aiohttp's own answers (413 on an oversized body, ...)
+    log.exception("unhandled_error", method=request.method, path=request.path)
+    return json_error(500, {"message": "500 Internal Server Error"})
