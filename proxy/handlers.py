@@ -36,7 +36,7 @@ async def dora_metrics(request: web.Request) -> web.StreamResponse:
     credential = credential_from(request)
     answer, recent_key = service.recall(credential, request.raw_path)
     if answer is None:
-        count_upstream_calls(request)
+        count_upstream_calls()
         container = "project" if request.match_info.route.name == "project_dora" else "group"
         unchecked = parse_query(request.query, service.today())
         try:

@@ -171,9 +171,18 @@ class CacheLookups(Collector):
     def __init__(self, hits: str, hits_doc: str, misses: str, misses_doc: str) -> None:
         self.families = ((hits, hits_doc, True), (misses, misses_doc, False))
         self.counts: dict[tuple[str, bool], int] = {}
+        self._counted_elsewhere: dict[str, Callable[[], tuple[int, int]]] = {}
+
+    def count(self, layer: str, hits_and_misses: Callable[[], tuple[int, int]]) -> None:
+        """A layer that counts its own lookups: read (hits, misses) from it at scrape time."""
+        self._counted_elsewhere[layer] = hits_and_misses
 
     def collect(self) -> Iterator[Metric]:
         counts = dict(self.counts)
+        for layer, hits_and_misses in self._counted_elsewhere.items():
+            hits, misses = hits_and_misses()
+            counts[layer, True] = counts.get((layer, True), 0) + hits
+            counts[layer, False] = counts.get((layer, False), 0) + misses
         for name, doc, hit in self.families:
             family = CounterMetricFamily(name, doc, labels=("layer",))
             for (layer, found), count in sorted(counts.items()):

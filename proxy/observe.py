@@ -22,13 +22,12 @@ from yarl import URL
 
 from .errors import GatewayTimeout, ProxyError
 from .facts import dumps
-from .observability import TELEMETRY, UNMATCHED
+from .observability import TELEMETRY, UNMATCHED, Telemetry
 from .request_log import REQUEST_LOG
 from .upstream import CURRENT_STATS, CallStats
 
 log = structlog.get_logger("proxy.request")
 CACHE_STATUS = web.RequestKey("cache_status", str)
-UPSTREAM_STATS = web.RequestKey("upstream_stats", CallStats)
 # Which upstream call made a 5xx answer fail. The bodies are fixed by the spec, so the detail
 # travels in this header (and the log): method and upstream path only, never a credential.
 UPSTREAM_ERROR_HEADER = "X-Dora-Proxy-Upstream-Error"
@@ -46,30 +45,29 @@ def json_error(
     )
 
 
-def count_upstream_calls(request: web.Request) -> CallStats:
+def count_upstream_calls() -> CallStats:
     """Count the upstream calls made from here on for this request (for its log line).
 
     Called by a handler about to need the upstream, not for every request: a repeated request
     answered from memory never reaches GitLab and should not pay for the bookkeeping. The
-    context variable lives in the request's task, so it ends with the request."""
+    context variable lives in the request's task (aiohttp runs each request in its own), so
+    it ends with the request and `observed` reads it there."""
     stats = CallStats()
     CURRENT_STATS.set(stats)
-    request[UPSTREAM_STATS] = stats
     return stats
-
-
-_NO_CALLS = CallStats()
 
 
 # Probes and scrapes hit every few seconds; their lines would drown the requests that matter.
 QUIET_ROUTES = frozenset({"health", "liveness", "readiness", "metrics"})
 
 
-def observed(handler: Handler, route: str) -> Handler:
+def observed(handler: Handler, route: str, telemetry: Telemetry) -> Handler:
     """`handler` (registered as `route`) with errors rendered as JSON (`error_response`), then
     its metrics and its request line, timed once for both. The route's name is bound here, not
     looked up per request: it labels the metrics and decides whether the request is logged."""
     logged = route not in QUIET_ROUTES
+    count = telemetry.requests.observe
+    record = REQUEST_LOG.record
 
     @functools.wraps(handler)
     async def observe(request: web.Request) -> web.StreamResponse:
@@ -87,14 +85,10 @@ def observed(handler: Handler, route: str) -> Handler:
             raise
         finally:
             seconds = time.perf_counter() - started
-            request.app[TELEMETRY].request_done(route, status, seconds)
+            count(route, status, seconds)
             if logged:
-                REQUEST_LOG.record(
-                    request,
-                    status,
-                    seconds,
-                    request.get(CACHE_STATUS, "none"),
-                    request.get(UPSTREAM_STATS, _NO_CALLS),
+                record(
+                    request, status, seconds, request.get(CACHE_STATUS, "none"), CURRENT_STATS.get()
                 )
 
     observe.observed = True  # type: ignore[attr-defined]  # checked by the tests
@@ -131,16 +125,16 @@ def add_route(app: web.Application, method: str, path: str, handler: Handler, na
     """Register `handler` for `method` and `path`, observed (every route goes through here).
     A GET route answers HEAD too, as aiohttp's `add_get` does."""
     if method == "GET":
-        app.router.add_get(path, observed(handler, name), name=name)
+        app.router.add_get(path, observed(handler, name, app[TELEMETRY]), name=name)
     else:
-        app.router.add_route(method, path, observed(handler, name), name=name)
+        app.router.add_route(method, path, observed(handler, name, app[TELEMETRY]), name=name)
 
 
 def add_unrouted(app: web.Application) -> None:
     """Register the catch-all last: JSON 404, or 405 when another route has the path."""
     resource = Unrouted()
     app.router.register_resource(resource)
-    resource.add_route("*", observed(not_routed, UNMATCHED))
+    resource.add_route("*", observed(not_routed, UNMATCHED, app[TELEMETRY]))
 
 
 async def not_routed(request: web.Request) -> web.Response:

@@ -30,16 +30,21 @@ class RecentAnswers(Generic[V]):
         self._entries: OrderedDict[tuple[object, ...], tuple[float, V]] = OrderedDict()
         # Bumped by clear(): an answer computed across an invalidation must not be remembered.
         self.generation = 0
+        # Lookups, read by the metrics at scrape time (counting here is cheaper than a call
+        # into the metrics on every request).
+        self.hits = 0
+        self.misses = 0
 
     def get(self, key: tuple[object, ...]) -> V | None:
         entry = self._entries.get(key)
-        if entry is None:
-            return None
-        expires, value = entry
-        if expires <= self._clock():
+        if entry is not None:
+            expires, value = entry
+            if self._clock() < expires:
+                self.hits += 1
+                return value
             self._entries.pop(key, None)
-            return None
-        return value
+        self.misses += 1
+        return None
 
     def put(self, key: tuple[object, ...], value: V, lifetime: float, generation: int) -> None:
         """Remember `value` unless the memory was cleared since `generation` was read (the

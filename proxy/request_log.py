@@ -45,7 +45,6 @@ class RequestLog:
         self.enabled = True  # False when the log level is above info
         self._logger: Any = structlog.get_logger("proxy.request")
         self._pending: list[Record] = []
-        self._lock = threading.Lock()
         self._timer: asyncio.TimerHandle | None = None
 
     def configure(self, logger: Any, *, batched: bool, enabled: bool) -> None:
@@ -55,13 +54,18 @@ class RequestLog:
         self.enabled = enabled
 
     def record(
-        self, request: web.Request, status: int, seconds: float, cache: str, stats: CallStats
+        self,
+        request: web.Request,
+        status: int,
+        seconds: float,
+        cache: str,
+        stats: CallStats | None,
     ) -> None:
-        """One finished request (called on the event loop thread)."""
+        """One finished request (on the event loop's thread: batches are not locked)."""
         if not self.enabled:
             return
-        calls = stats.total if stats.calls else 0
-        by_kind = dict(stats.calls) if calls else None
+        calls = stats.total if stats is not None else 0
+        by_kind = dict(stats.calls) if calls else None  # type: ignore[union-attr]
         if not self.batched:
             self._logger.info(
                 "request",
@@ -75,22 +79,20 @@ class RequestLog:
                 upstream_calls_by_kind=by_kind or {},
             )
             return
-        url = request.rel_url
-        with self._lock:
-            self._pending.append(
-                (time.time(), request.method, url, status, seconds, cache, calls, by_kind)
-            )
-            waiting = len(self._pending)
-        if waiting >= MAX_PENDING:
+        pending = self._pending
+        pending.append(
+            (time.time(), request.method, request.rel_url, status, seconds, cache, calls, by_kind)
+        )
+        if len(pending) >= MAX_PENDING:
             self.flush()
         elif self._timer is None:
             self._timer = asyncio.get_running_loop().call_later(FLUSH_DELAY, self.flush)
 
     def flush(self) -> None:
-        """Write the batch now (from any thread)."""
-        with self._lock:
-            records, self._pending = self._pending, []
-            timer, self._timer = self._timer, None
+        """Write the batch now: on the event loop's thread, or once the loop has stopped (at
+        exit). Other threads' events do not flush (`flush_request_lines`)."""
+        records, self._pending = self._pending, []
+        timer, self._timer = self._timer, None
         if timer is not None:
             timer.cancel()
         if records:
@@ -105,8 +107,9 @@ def flush_request_lines(
     _: Any, __: str, event: MutableMapping[str, Any]
 ) -> MutableMapping[str, Any]:
     """structlog processor, first in the general chain: batched request lines go out before
-    any other event, so the output stays in order."""
-    if REQUEST_LOG._pending:
+    any other event, so the output stays in order. Only on the main thread, which runs the
+    event loop and owns the batch (events from worker threads may overtake request lines)."""
+    if REQUEST_LOG._pending and threading.current_thread() is threading.main_thread():
         REQUEST_LOG.flush()
     return event
 

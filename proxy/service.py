@@ -107,6 +107,7 @@ class DoraService:
         self.telemetry = telemetry or Telemetry()
         # Never longer than a permission decision is trusted (see proxy/recent.py).
         self.recent: RecentAnswers[Answer] = RecentAnswers(min(recent_ttl, permissions.cache.ttl))
+        self.telemetry.cache_lookups.count("recent", lambda: (self.recent.hits, self.recent.misses))
         # Other processes sharing the storage compute a cold answer once (None: this one only).
         self.replica_lock = replica_lock
 
@@ -126,7 +127,6 @@ class DoraService:
             return None, ()
         key = (caller, url)
         answer = self.recent.get(key)
-        self.telemetry.cache_lookup("recent", answer is not None)
         if answer is not None:
             return answer, ()
         return None, (key, self.recent.generation, self.today())
