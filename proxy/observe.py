@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import functools
 import re
-import time
 from collections.abc import Awaitable, Callable
+from time import perf_counter
 
 import structlog
 from aiohttp import web
@@ -71,7 +71,7 @@ def observed(handler: Handler, route: str, telemetry: Telemetry) -> Handler:
 
     @functools.wraps(handler)
     async def observe(request: web.Request) -> web.StreamResponse:
-        started = time.perf_counter()
+        started = perf_counter()
         status = 500
         try:
             try:
@@ -84,7 +84,7 @@ def observed(handler: Handler, route: str, telemetry: Telemetry) -> Handler:
             status = exc.status
             raise
         finally:
-            seconds = time.perf_counter() - started
+            seconds = perf_counter() - started
             count(route, status, seconds)
             if logged:
                 record(

@@ -4,7 +4,7 @@ Order (upstream-gitlab-api.md §5): the caller's user (a rejected credential pas
 401/403 through), the container lookup (invisible or absent → 404), admins pass, anonymous
 callers fail, then the effective access level must be Reporter (20) or above.
 
-Decisions are kept in memory for a short TTL under an HMAC of the credential (never the
+Decisions are kept in memory for a short TTL under a MAC of the credential (never the
 credential itself). Every request passes through here before any cached metric is used, so a
 cached answer is only ever shared between callers who each proved access.
 """
@@ -41,7 +41,7 @@ class _Entry:
 
 
 class DecisionCache:
-    """A small in-memory TTL map; keys are HMACs, values are decisions (never tokens)."""
+    """A small in-memory TTL map; keys are MACs, values are decisions (never tokens)."""
 
     def __init__(self, ttl: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.ttl = ttl

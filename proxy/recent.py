@@ -3,11 +3,12 @@
 Dashboards and CI jobs repeat the very same request; for those, even a cache hit's work (query
 parsing, permission lookup, two storage reads, hashing) is most of the cost. This keeps the
 finished answer in process memory for `ttl` seconds (a couple of seconds by default), keyed by
-the HMAC of the caller's credential, the exact path and query, and today's date, so:
+a MAC of the caller's credential and the exact path and query, so:
 
 - a caller only ever gets back an answer it was itself given moments ago (same credential, same
-  URL, same day: defaults such as `end_date` depend on the day);
-- it never outlives the permission decision nor the answer's own lifetime (the shorter wins);
+  URL) on the same local day: the service never remembers an answer past the end of the day it
+  was asked on, since defaults such as `end_date` depend on the day;
+- it never outlives the permission decision nor the answer's own lifetime (the shortest wins);
 - webhook invalidations clear it (in this process; other replicas' copies expire within `ttl`);
 - only fresh answers enter it (never errors, never stale answers served on upstream failure).
 """

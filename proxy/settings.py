@@ -45,7 +45,7 @@ __all__ = [
 ENV_PREFIX = "DORA_PROXY_"
 CONFIG_ENV = "DORA_PROXY_CONFIG"
 CONFIG_FLAG = "--config"
-_MIN_SERVER_SECRET = 16  # characters; a shorter HMAC key is too easy to guess
+_MIN_SERVER_SECRET = 16  # characters; a shorter MAC key is too easy to guess
 _BOOLS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 
 
@@ -281,8 +281,9 @@ class Settings:
     )
     server_secret: str | None = _row(
         None,
-        "HMAC key for per-credential cache entries (at least 16 characters); unset means one is "
-        "generated on first start and stored with mode 0600 in cache_dir.",
+        "Key of the per-credential MAC (keyed BLAKE2b) that names in-memory permission decisions "
+        "and recent answers (at least 16 characters); unset means one is generated on first "
+        "start and stored with mode 0600 in cache_dir.",
         check=_optional(_server_secret),
         secret=True,
     )

@@ -297,7 +297,7 @@ async def test_no_credential_in_cache_logs_bodies_headers_or_metrics(start_stack
         for path, content in files.items():
             assert needle.encode() not in content, f"a per-caller hash or the secret in {path}"
 
-    # The in-memory permission decisions are keyed by HMAC, never by the token itself.
+    # The in-memory permission decisions are keyed by a MAC, never by the token itself.
     decisions = stack.client.app[SERVICE].permissions.cache
     remembered = repr(decisions._entries)
     assert decisions._entries and not any(token in remembered for token in TOKENS)
