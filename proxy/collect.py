@@ -137,13 +137,12 @@ class FactsCollector:
             )
         return day
 
-    def seconds_left(self, day: date) -> float:
-        """Seconds until the end of local `day` (negative once it has ended)."""
+    def day_end(self, day: date) -> datetime:
+        """When local `day` ends (the next local midnight, in UTC)."""
         try:
-            end = self.local_midnight(day + timedelta(days=1))
+            return self.local_midnight(day + timedelta(days=1))
         except OverflowError:  # 9999-12-31 never ends
-            return float("inf")
-        return (end - self.clock()).total_seconds()
+            return datetime.max.replace(tzinfo=UTC)
 
     def fetchable_days(self, start: date, end: date) -> list[date]:
         """The window's days that can hold facts: none before EARLIEST_DAY, none after

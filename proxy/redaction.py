@@ -59,6 +59,10 @@ def redacted_value(value: Any) -> Any:
             k: REDACTED if isinstance(k, str) and _is_secret_key(k) else redacted_value(v)
             for k, v in value.items()
         }
+    if isinstance(value, tuple) and hasattr(type(value), "_fields"):
+        # A named tuple: its repr may be its only safe form (a field can be a secret that no
+        # pattern recognises); rebuilding it field by field would also need positional args.
+        return redacted_text(repr(value))
     if isinstance(value, list | tuple):
         return type(value)(redacted_value(v) for v in value)
     return value

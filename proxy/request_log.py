@@ -8,7 +8,7 @@ writes one JSON object per request (`render_request_lines`), like nginx's buffer
 log. A cache hit is a few tens of microseconds, and a structlog call, its processors and a
 flushed write per request cost about a third of that.
 
-A batch is written when it is 50 ms old or 1 024 requests long, before any other event is
+A batch is written when it is 50 ms old or 256 requests long, before any other event is
 logged (so lines stay in order), when the app stops and at exit. A process killed with
 SIGKILL loses at most the last 50 ms of request lines.
 """
@@ -31,7 +31,7 @@ from .redaction import redacted_text
 from .upstream import CallStats
 
 FLUSH_DELAY = 0.05
-MAX_PENDING = 1024
+MAX_PENDING = 256  # at 25 000 requests/s a batch every 10 ms: rendering one stalls ~0.3 ms
 
 # timestamp, method, URL, status, seconds, cache layer, upstream calls, calls by kind
 Record = tuple[float, str, URL, int, float, str, int, dict[str, int] | None]

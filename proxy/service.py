@@ -106,7 +106,9 @@ class DoraService:
         self.computations = SingleFlight()
         self.telemetry = telemetry or Telemetry()
         # Never longer than a permission decision is trusted (see proxy/recent.py).
-        self.recent: RecentAnswers[Answer] = RecentAnswers(min(recent_ttl, permissions.cache.ttl))
+        self.recent: RecentAnswers[tuple[Answer, datetime]] = RecentAnswers(
+            min(recent_ttl, permissions.cache.ttl)
+        )
         self.telemetry.cache_lookups.count("recent", lambda: (self.recent.hits, self.recent.misses))
         # Other processes sharing the storage compute a cold answer once (None: this one only).
         self.replica_lock = replica_lock
@@ -126,19 +128,23 @@ class DoraService:
         except UnicodeError:  # not a token GitLab could issue; authorize() answers it
             return None, ()
         key = (caller, url)
-        answer = self.recent.get(key)
-        if answer is not None:
-            return answer, ()
+        remembered = self.recent.get(key)
+        if remembered is not None:
+            answer, day_ends = remembered
+            if self.clock() < day_ends:
+                return answer, ()
         return None, (key, self.recent.generation, self.today())
 
     def remember(self, token: tuple, answer: Answer) -> None:
-        """Keep a fresh answer for `recall`, as the one object every repeat is served. Never
-        past the end of the local day it was asked on: defaults such as `end_date` depend on
-        the day (so the day is not part of the key, and a repeat need not ask for the date)."""
+        """Keep a fresh answer for `recall`, as the one object every repeat is served, until
+        the end of the local day it was asked on: defaults such as `end_date` depend on the
+        day. The lifetime stops there, and `recall` also compares the clock with the day's end
+        (a wall clock can jump: NTP, a suspended VM)."""
         if token and answer.cache in ("hit", "miss"):
             key, generation, day = token
-            lifetime = min(answer.max_age, self.collector.seconds_left(day))
-            self.recent.put(key, answer.recalled(), lifetime, generation)
+            day_ends = self.collector.day_end(day)
+            lifetime = min(answer.max_age, (day_ends - self.clock()).total_seconds())
+            self.recent.put(key, (answer.recalled(), day_ends), lifetime, generation)
 
     async def metrics(
         self,

@@ -16,6 +16,7 @@ import os
 import stat
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import NamedTuple
 
 import aiohttp
 import structlog
@@ -26,7 +27,9 @@ from proxy.errors import TOKEN_IN_QUERY
 from proxy.fake_gitlab.server import FakeGitLab
 from proxy.fake_gitlab.world import REPORTER, World
 from proxy.handlers import SERVICE
+from proxy.redaction import redact
 from proxy.server_secret import SECRET_FILE, credential_key, mac_key
+from proxy.upstream import Credential
 from tests.scenarios.s06_s10 import build_s6
 
 NOW = datetime(2021, 7, 15, 12, 0, tzinfo=UTC)
@@ -358,3 +361,45 @@ def test_security_md_names_real_settings_and_their_defaults() -> None:
         "cache_size_limit": 2**30,
     }
     assert {name: getattr(defaults, name) for name in stated} == stated
+
+
+def test_a_credential_never_shows_its_token() -> None:
+    credential = Credential("glpat-xyz", "private")
+    shown = [
+        repr(credential),
+        str(credential),
+        f"{credential}",
+        f"{credential!r}",
+        format(credential),
+        "%r" % [credential],
+        repr([credential]),
+        str({"credential": credential}),
+        repr((credential, None)),
+    ]
+    for text in shown:
+        assert "glpat-xyz" not in text
+        assert "private" in text  # the kind is no secret
+    assert (credential.token, credential.kind) == ("glpat-xyz", "private")  # still usable
+
+
+def test_a_credential_in_a_log_event_is_masked() -> None:
+    """A credential (or any named tuple) in an event renders as its redacted repr, whatever the
+    renderer: JSON would otherwise write a tuple's fields, the token among them."""
+
+    class Pair(NamedTuple):
+        label: str
+        secret: str
+
+    event = redact(
+        None,
+        "info",
+        {
+            "event": "e",
+            "caller": Credential("glpat-xyz", "private"),
+            "pair": Pair("x", "Bearer glpat-abc"),
+            "nested": [Credential("glpat-xyz", "bearer")],
+        },
+    )
+    rendered = structlog.processors.JSONRenderer()(None, "info", event)
+    assert "glpat-xyz" not in rendered and "glpat-abc" not in rendered
+    assert "token=<redacted>" in rendered and "Bearer [redacted]" in rendered

@@ -210,3 +210,93 @@ async def test_readiness_fails_when_the_cache_is_not_writable(start_stack) -> No
     body = await response.json()
     assert body["failed"] == ["cache"] and body["checks"]["upstream"] == "ok"
     assert body["checks"]["cache"].startswith("not writable:")
+
+
+async def test_request_histograms_agree_with_the_request_counters(start_stack) -> None:
+    stack = await start_stack(small_world(), now=NOW)
+    for target, headers in [
+        (PAST, RITA),  # miss
+        (PAST, RITA),  # recent
+        (TODAY, RITA),
+        (PAST, {"PRIVATE-TOKEN": "tok-unknown"}),  # 401
+        ("/api/v4/projects/20/dora/metrics", RITA),  # 400
+        ("/nothing/here", None),  # 404
+        ("/-/health", None),
+    ]:
+        await stack.client.get(target, headers=headers)
+    assert (await stack.client.post("/-/health")).status == 405
+    await scrape(stack)
+    samples, text = await scrape(stack)
+
+    requests = {
+        dict(labels)["route"] + " " + dict(labels)["status"]: count
+        for (name, labels), count in samples.items()
+        if name == "dora_proxy_http_requests_total"
+    }
+    assert requests == {
+        "project_dora 200": 3,
+        "project_dora 401": 1,
+        "project_dora 400": 1,
+        "unmatched 404": 1,
+        "unmatched 405": 1,
+        "health 200": 1,
+        "metrics 200": 1,  # the first scrape: the one being answered is not counted yet
+    }
+    histogram = "dora_proxy_http_request_duration_seconds"
+    for family in text_string_to_metric_families(text):
+        if family.name != histogram:
+            continue
+        series: dict[tuple[str, str], dict[str, float]] = {}
+        for sample in family.samples:
+            labels = dict(sample.labels)
+            key = (labels.pop("route"), labels.pop("status"))
+            suffix = sample.name.removeprefix(histogram)
+            series.setdefault(key, {})[suffix + labels.get("le", "")] = sample.value
+        assert {f"{route} {status}" for route, status in series} == set(requests)
+        for (route, status), values in series.items():
+            buckets = sorted(
+                (float(name.removeprefix("_bucket")), count)
+                for name, count in values.items()
+                if name.startswith("_bucket")
+            )
+            assert len(buckets) == 15 and buckets[-1][0] == float("inf")
+            counts = [count for _, count in buckets]
+            assert counts == sorted(counts), (route, status, buckets)  # cumulative
+            assert counts[-1] == values["_count"] == requests[f"{route} {status}"]
+            assert values["_sum"] > 0
+        break
+    else:
+        raise AssertionError(f"no {histogram} in the exposition")
+
+
+async def test_recent_lookups_are_counted_as_they_hit_and_miss(start_stack) -> None:
+    stack = await start_stack(small_world(), now=NOW, recent_answer_ttl=0.2)
+
+    async def recent_counts() -> tuple[float, float]:
+        samples, _ = await scrape(stack)
+        return (
+            value(samples, "dora_proxy_cache_hits_total", layer="recent"),
+            value(samples, "dora_proxy_cache_misses_total", layer="recent"),
+        )
+
+    async def layer(target: str, headers=RITA) -> str:
+        response = await stack.client.get(target, headers=headers)
+        assert response.status == 200
+        return response.headers["X-Dora-Proxy-Cache"]
+
+    assert await recent_counts() == (0, 0)
+    assert await layer(PAST) == "miss"
+    assert await recent_counts() == (0, 1)
+    assert await layer(PAST) == "recent"
+    assert await layer(PAST) == "recent"
+    assert await recent_counts() == (2, 1)
+    assert await layer(TODAY) == "miss"  # another URL
+    unknown = await stack.client.get(PAST, headers={"PRIVATE-TOKEN": "tok-unknown"})
+    assert unknown.status == 401  # another caller: looked up, then refused
+    assert await recent_counts() == (2, 3)
+    assert (await stack.client.get("/nothing/here")).status == 404  # no lookup at all
+    assert await recent_counts() == (2, 3)
+    await asyncio.sleep(0.25)  # forgotten
+    assert await layer(PAST) == "hit"
+    assert await layer(PAST) == "recent"
+    assert await recent_counts() == (3, 4)

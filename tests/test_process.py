@@ -311,6 +311,38 @@ async def test_sigterm_drains_the_request_in_flight(tmp_path: Path) -> None:
         await stop_all([proxy], fake)
 
 
+async def test_sigterm_writes_the_request_lines_still_batched(tmp_path: Path) -> None:
+    """Request lines are batched for up to 50 ms; a SIGTERM'd process writes the rest before
+    it exits (probes, including start_proxy's health checks, are never logged)."""
+    fake = FakeGitLab(busy_world())
+    fake.url = await fake.start()
+    (tmp_path / "logs").mkdir()
+    proxy = await start_proxy(fake.url, tmp_path / "cache", tmp_path / "logs", "batched")
+    try:
+        async with aiohttp.ClientSession() as session:
+            expected = []
+            for target in (QUERIES[0], QUERIES[0], QUERIES[1], "/nothing/here?a=1"):
+                status, _ = await proxy.get(session, target)
+                expected.append((target.partition("?")[0], status))
+            assert [status for _, status in expected] == [200, 200, 200, 404]
+            # A burst answered in a few milliseconds: its lines are still batched at the signal.
+            burst = [f"/api/v4/projects/31/dora/metrics?metric=x&n={n}" for n in range(20)]
+            statuses = await asyncio.gather(*(proxy.get(session, t, {}) for t in burst))
+            expected += [("/api/v4/projects/31/dora/metrics", status) for status, _ in statuses]
+            assert [status for status, _ in statuses] == [404] * 20  # anonymous: a private project
+            written = proxy.stdout.read_text().count('"event": "request"')
+            proxy.signal(signal.SIGTERM)
+        assert await proxy.exit_code() == 0
+        logged = [json.loads(line) for line in proxy.stdout.read_text().splitlines()]
+        requests = [line for line in logged if line["event"] == "request"]
+        assert len(requests) == len(expected), f"{written} request lines before the signal"
+        assert [(r["path"], r["status"]) for r in requests[:4]] == expected[:4]
+        assert sorted((r["path"], r["status"]) for r in requests[4:]) == sorted(expected[4:])
+        assert [r["cache"] for r in requests[:4]] == ["miss", "recent", "miss", "none"]
+    finally:
+        await stop_all([proxy], fake)
+
+
 def assert_no_token_in(*directories: Path) -> None:
     """No file under the directories (logs, cache database, WAL, value files) holds the token."""
     scanned = 0

@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import json
 from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
 
 from proxy.fake_gitlab.world import REPORTER, World
+from proxy.server_secret import credential_key, mac_key
 
 NOW = datetime(2021, 3, 1, tzinfo=UTC)
 URL = (
@@ -123,3 +125,85 @@ def test_a_recalled_answer_keeps_its_etag_without_hashing_again(monkeypatch):
     monkeypatch.setattr(service.hashlib, "sha256", None)  # any new hashing would fail
     again = answer.recalled()
     assert (again.cache, again.etag, again.body) == ("recent", etag, b"[]")
+
+
+# ---- the local day ---------------------------------------------------------------------------
+
+BERLIN = ZoneInfo("Europe/Berlin")
+DEFAULT_DATES = "/api/v4/projects/11/dora/metrics?metric=deployment_frequency"  # end_date: today
+MIDNIGHT = datetime(2021, 3, 2, tzinfo=BERLIN)
+
+
+class MovableClock:
+    """Real time from a start the test chooses, and can move."""
+
+    def __init__(self, moment: datetime) -> None:
+        self.set(moment)
+
+    def set(self, moment: datetime) -> None:
+        self.offset = moment - datetime.now(UTC)
+
+    def __call__(self) -> datetime:
+        return datetime.now(UTC) + self.offset
+
+
+def build_around_midnight(world: World) -> None:
+    build(world)
+    production = next(e for e in world.environments.values() if e.tier == "production")
+    world.deploy(production, "2021-03-01T09:00:00Z")  # 1 March in Berlin
+    world.deploy(production, "2021-03-01T23:30:00Z")  # 00:30 on 2 March in Berlin
+
+
+async def ask(stack) -> tuple[str, str]:
+    """(X-Dora-Proxy-Cache, date of the last row) for the default-dated request."""
+    response = await stack.client.get(DEFAULT_DATES, headers=RITA)
+    assert response.status == 200
+    return response.headers["X-Dora-Proxy-Cache"], (await response.json())[-1]["date"]
+
+
+async def start_before_midnight(world, start_stack, clock: MovableClock):
+    """A stack in Berlin whose answer for 1 March is computed and cached (not remembered)."""
+    build_around_midnight(world)
+    clock.set(datetime(2021, 3, 1, 23, 59, 50, tzinfo=BERLIN))
+    stack = await start_stack(world, now=clock, time_zone="Europe/Berlin", recent_answer_ttl=5.0)
+    assert await ask(stack) == ("miss", "2021-03-01")
+    stack.app_service().recent.clear()
+    return stack
+
+
+async def test_an_answer_is_remembered_only_until_the_local_day_ends(world, start_stack):
+    clock = MovableClock(datetime.now(UTC))
+    stack = await start_before_midnight(world, start_stack, clock)
+    clock.set(datetime(2021, 3, 1, 23, 59, 59, 750_000, tzinfo=BERLIN))
+    assert await ask(stack) == ("hit", "2021-03-01")
+    assert await ask(stack) == ("recent", "2021-03-01")  # the same day: from memory
+    await asyncio.sleep((MIDNIGHT - clock()).total_seconds() + 0.02)
+    # 2 March in Berlin (still 1 March in UTC): the default end_date moved on.
+    assert await ask(stack) == ("miss", "2021-03-02")
+    assert await ask(stack) == ("recent", "2021-03-02")
+
+
+async def test_a_clock_moved_past_midnight_is_not_answered_from_memory(world, start_stack):
+    clock = MovableClock(datetime.now(UTC))
+    stack = await start_before_midnight(world, start_stack, clock)
+    clock.set(datetime(2021, 3, 1, 23, 59, 59, 500_000, tzinfo=BERLIN))
+    assert await ask(stack) == ("hit", "2021-03-01")
+    clock.set(datetime(2021, 3, 2, 0, 0, 0, 500_000, tzinfo=BERLIN))
+    assert await ask(stack) == ("miss", "2021-03-02")
+
+
+# ---- the server secret -----------------------------------------------------------------------
+
+
+async def test_a_server_secret_of_100_characters_works(world, start_stack):
+    build(world)
+    secret = ("0123456789abcdef-long-server-secret-" * 3)[:100]
+    stack = await start_stack(world, now=NOW, recent_answer_ttl=5.0, server_secret=secret)
+    assert await layer(stack, RITA) == "miss"
+    assert await layer(stack, RITA) == "recent"
+    assert await layer(stack, MARIA) == "hit"  # told apart from rita: her own permission check
+    # All of it keys the MAC, not only the first 64 bytes.
+    other = secret[:64] + "x" * 36
+    assert credential_key(mac_key(secret.encode()), "private:tok-rita") != credential_key(
+        mac_key(other.encode()), "private:tok-rita"
+    )
