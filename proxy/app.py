@@ -7,13 +7,13 @@ on the app under typed keys.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime
+from collections.abc import AsyncIterator
 
 from aiohttp import web
 
 from . import handlers, observability, openapi, webhooks
 from .cache.base import Storage
+from .clock import Clock, utc_now
 from .collect import FactsCollector, FactsPolicy
 from .observability import READINESS, READINESS_TIMEOUT, TELEMETRY, Readiness, Telemetry
 from .observe import add_route, add_unrouted
@@ -61,7 +61,7 @@ def open_storage(settings: Settings, *, redis_namespace: str | None = None) -> S
 
 def build_service(
     settings: Settings,
-    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    clock: Clock = utc_now,
     *,
     telemetry: Telemetry | None = None,
     redis_namespace: str | None = None,
@@ -118,7 +118,7 @@ def build_service(
 def create_app(
     settings: Settings,
     *,
-    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    clock: Clock = utc_now,
     redis_namespace: str | None = None,
 ) -> web.Application:
     """The proxy as an aiohttp application. `clock` is injectable for tests ("today");

@@ -31,6 +31,7 @@ import gitlab
 from . import facts as f
 from .cache.base import Storage
 from .cache.lifetimes import put, put_many
+from .clock import Clock, utc_now
 from .facts import Deployment, Environment, Incident, MergeRequest, ProjectFacts
 from .observability import Telemetry
 from .single_flight import SingleFlight
@@ -79,7 +80,7 @@ class FactsCollector:
         storage: Storage,
         policy: FactsPolicy,
         namespace: str,
-        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        clock: Clock = utc_now,
         telemetry: Telemetry | None = None,
     ) -> None:
         self.upstream = upstream

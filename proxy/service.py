@@ -9,9 +9,9 @@ from __future__ import annotations
 import asyncio
 import functools
 import hashlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import date
 from zoneinfo import ZoneInfo
 
 import gitlab
@@ -20,6 +20,7 @@ from multidict import CIMultiDict
 
 from .cache.base import Storage
 from .cache.lifetimes import put
+from .clock import Clock, seconds_of, utc_now
 from .collect import FactsCollector, Need
 from .errors import BadGateway, GatewayTimeout, ServiceUnavailable
 from .facts import ProjectFacts
@@ -91,7 +92,7 @@ class DoraService:
         storage: Storage,
         policy: AnswerPolicy,
         namespace: str,
-        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        clock: Clock = utc_now,
         telemetry: Telemetry | None = None,
         replica_lock: StorageLock | None = None,
         recent_ttl: float = 0.0,
@@ -106,7 +107,8 @@ class DoraService:
         self.computations = SingleFlight()
         self.telemetry = telemetry or Telemetry()
         # Never longer than a permission decision is trusted (see proxy/recent.py).
-        self.recent: RecentAnswers[tuple[Answer, datetime]] = RecentAnswers(
+        self._seconds = seconds_of(clock)  # read on every recalled answer: cheap
+        self.recent: RecentAnswers[tuple[Answer, float]] = RecentAnswers(
             min(recent_ttl, permissions.cache.ttl)
         )
         self.telemetry.cache_lookups.count("recent", lambda: (self.recent.hits, self.recent.misses))
@@ -131,7 +133,7 @@ class DoraService:
         remembered = self.recent.get(key)
         if remembered is not None:
             answer, day_ends = remembered
-            if self.clock() < day_ends:
+            if self._seconds() < day_ends:
                 return answer, ()
         return None, (key, self.recent.generation, self.today())
 
@@ -142,8 +144,8 @@ class DoraService:
         (a wall clock can jump: NTP, a suspended VM)."""
         if token and answer.cache in ("hit", "miss"):
             key, generation, day = token
-            day_ends = self.collector.day_end(day)
-            lifetime = min(answer.max_age, (day_ends - self.clock()).total_seconds())
+            day_ends = self.collector.day_end(day).timestamp()
+            lifetime = min(answer.max_age, day_ends - self._seconds())
             self.recent.put(key, (answer.recalled(), day_ends), lifetime, generation)
 
     async def metrics(
