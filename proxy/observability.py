@@ -89,10 +89,6 @@ class Telemetry:
         )
 
     # ---- call sites -----------------------------------------------------------------------
-    def request_done(self, route: str, status: int, seconds: float) -> None:
-        """Every answer counted, errors included, by route name (never the raw path)."""
-        self.requests.observe(route, status, seconds)
-
     def cache_lookup(self, layer: str, hit: bool) -> None:
         """A lookup in one cache layer (event-loop thread only, see `CacheLookups`)."""
         key = (layer, hit)
