@@ -7,7 +7,9 @@ Throughput: the proxy (`python -m proxy serve`, default settings except permissi
 the permission decision stays cached for the whole run; its log lines go to /dev/null) answers
 a project metrics URL that is already cached, with a valid token; the baseline is
 `bench.bare_server` answering the same bytes and headers. wrk (same settings for both) runs
-A/B/A/B; reported are requests/s, p50 and p99 of each run, their medians and the ratio of the
+A/B/A/B; reported are requests/s, p50 and p99 of each run, each server's CPU per request (user
+and system µs, from /proc: a server slower than wrk also pays more system time per request, as
+wrk sleeps between answers and each send must wake it), their medians and the ratio of the
 medians. Target: proxy ≥ 70% of the bare handler's requests/s. The fake GitLab counts upstream
 calls during the runs: a warm hit must make none.
 
@@ -19,6 +21,7 @@ projects, and 50 identical cold requests at once.
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shutil
 import subprocess
@@ -84,6 +87,23 @@ def wrk(url: str, *, threads: int, connections: int, duration: int) -> dict[str,
     }
 
 
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """User and system CPU seconds a process has used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
+
+
+def measured(pid: int, run: Callable[[], dict[str, float]]) -> dict[str, float]:
+    """`run()`'s wrk result plus the server's CPU per request, user and system, in µs."""
+    user0, sys0 = cpu_seconds(pid)
+    result = run()
+    user1, sys1 = cpu_seconds(pid)
+    result["user_us"] = (user1 - user0) / result["requests"] * 1e6
+    result["sys_us"] = (sys1 - sys0) / result["requests"] * 1e6
+    return result
+
+
 class BareProcess:
     def __init__(self, body: bytes) -> None:
         self._dir = tempfile.TemporaryDirectory(prefix="dora-bench-bare-")
@@ -103,6 +123,7 @@ class BareProcess:
             cwd=ROOT,
         )
         self.url = f"http://127.0.0.1:{self.port}"
+        self.pid = self._proc.pid
         for _ in range(200):
             try:
                 if http("GET", self.url + "/-/health", timeout=1)[0] == 200:
@@ -140,19 +161,25 @@ def throughput(args: argparse.Namespace, today: date) -> None:
             )
             assert status == 200 and bare_body == body
             runs: dict[str, list[dict[str, float]]] = {"proxy": [], "bare": []}
-            targets = {"proxy": proxy.url + path, "bare": bare.url + path}
+            targets = {"proxy": (proxy.url + path, proxy.pid), "bare": (bare.url + path, bare.pid)}
             for round_ in range(args.rounds):
                 for name in ("proxy", "bare"):
-                    result = wrk(
-                        targets[name],
-                        threads=args.threads,
-                        connections=args.connections,
-                        duration=args.duration,
+                    url, pid = targets[name]
+                    result = measured(
+                        pid,
+                        lambda url=url: wrk(
+                            url,
+                            threads=args.threads,
+                            connections=args.connections,
+                            duration=args.duration,
+                        ),
                     )
                     runs[name].append(result)
                     print(
                         f"  round {round_ + 1} {name}: {result['rps']:.0f} req/s, "
-                        f"p50 {result['p50']:.2f} ms, p99 {result['p99']:.2f} ms",
+                        f"p50 {result['p50']:.2f} ms, p99 {result['p99']:.2f} ms, "
+                        f"CPU per request {result['user_us']:.1f} µs user "
+                        f"+ {result['sys_us']:.1f} µs system",
                         flush=True,
                     )
             upstream = fake.calls()
@@ -167,6 +194,8 @@ def throughput(args: argparse.Namespace, today: date) -> None:
                 f"{median([r['rps'] for r in runs[name]]):.0f}",
                 f"{median([r['p50'] for r in runs[name]]):.2f}",
                 f"{median([r['p99'] for r in runs[name]]):.2f}",
+                f"{median([r['user_us'] for r in runs[name]]):.1f}",
+                f"{median([r['sys_us'] for r in runs[name]]):.1f}",
             ]
         )
     ratio = median([r["rps"] for r in runs["proxy"]]) / median([r["rps"] for r in runs["bare"]])
@@ -177,7 +206,16 @@ def throughput(args: argparse.Namespace, today: date) -> None:
     )
     print(
         markdown_table(
-            ["server", "req/s per run", "req/s median", "p50 ms median", "p99 ms median"], rows
+            [
+                "server",
+                "req/s per run",
+                "req/s median",
+                "p50 ms median",
+                "p99 ms median",
+                "CPU µs/request user",
+                "CPU µs/request system",
+            ],
+            rows,
         )
     )
     print(
