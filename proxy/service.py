@@ -108,9 +108,7 @@ class DoraService:
         self.telemetry = telemetry or Telemetry()
         # Never longer than a permission decision is trusted (see proxy/recent.py).
         self._seconds = seconds_of(clock)  # read on every recalled answer: cheap
-        self.recent: RecentAnswers[tuple[Answer, float]] = RecentAnswers(
-            min(recent_ttl, permissions.cache.ttl)
-        )
+        self.recent: RecentAnswers[Answer] = RecentAnswers(min(recent_ttl, permissions.cache.ttl))
         self.telemetry.cache_lookups.count("recent", lambda: (self.recent.hits, self.recent.misses))
         # Other processes sharing the storage compute a cold answer once (None: this one only).
         self.replica_lock = replica_lock
@@ -130,23 +128,20 @@ class DoraService:
         except UnicodeError:  # not a token GitLab could issue; authorize() answers it
             return None, ()
         key = (caller, url)
-        remembered = self.recent.get(key)
-        if remembered is not None:
-            answer, day_ends = remembered
-            if self._seconds() < day_ends:
-                return answer, ()
+        answer = self.recent.get(key, self._seconds())
+        if answer is not None:
+            return answer, ()
         return None, (key, self.recent.generation, self.today())
 
     def remember(self, token: tuple, answer: Answer) -> None:
         """Keep a fresh answer for `recall`, as the one object every repeat is served, until
         the end of the local day it was asked on: defaults such as `end_date` depend on the
-        day. The lifetime stops there, and `recall` also compares the clock with the day's end
-        (a wall clock can jump: NTP, a suspended VM)."""
+        day."""
         if token and answer.cache in ("hit", "miss"):
             key, generation, day = token
             day_ends = self.collector.day_end(day).timestamp()
             lifetime = min(answer.max_age, day_ends - self._seconds())
-            self.recent.put(key, (answer.recalled(), day_ends), lifetime, generation)
+            self.recent.put(key, answer.recalled(), lifetime, generation, valid_until=day_ends)
 
     async def metrics(
         self,
