@@ -19,7 +19,6 @@ A day is *settled* once it ended more than `settle_margin` seconds ago: its entr
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import weakref
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -88,8 +87,6 @@ class FactsCollector:
         self.policy = policy
         self.namespace = namespace
         self.clock = clock
-        far = datetime.max.replace(tzinfo=UTC)
-        self._today: tuple[date, datetime, datetime] = (date.min, far, far)
         self.flights = SingleFlight()
         # "Read the cached days, fetch the missing ones" runs under a per-project lock: day
         # entries are written one by one, so a second request reading them mid-write would see
@@ -123,20 +120,7 @@ class FactsCollector:
         return instant.astimezone(self.policy.tz).date()
 
     def today(self) -> date:
-        """The local date now. Asked on every request, so the local day's bounds are kept and
-        the time-zone conversion runs once a day (and whenever the clock leaves them)."""
-        now = self.clock()
-        day, starts, ends = self._today
-        if starts <= now < ends:
-            return day
-        day = self.local_day(now)
-        with contextlib.suppress(OverflowError):  # a clock at the calendar's ends: no bounds
-            self._today = (
-                day,
-                self.local_midnight(day),
-                self.local_midnight(day + timedelta(days=1)),
-            )
-        return day
+        return self.local_day(self.clock())
 
     def day_end(self, day: date) -> datetime:
         """When local `day` ends (the next local midnight, in UTC)."""
