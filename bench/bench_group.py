@@ -35,8 +35,8 @@ from bench.common import (
     proc_status,
     reset_peak_rss,
 )
-from proxy.fake_gitlab.server import DATA_KINDS
-from proxy.fake_gitlab.world import World
+from proxy.demo.server import DATA_KINDS
+from proxy.demo.world import World
 
 GROUP = f"/api/v4/groups/{worlds.ROOT_GROUP_ID}/dora/metrics?"
 PER_PAGE = 100

@@ -29,7 +29,7 @@ import urllib3
 from bench import worlds
 from bench.common import FakeProcess, print_machine
 from proxy.cache.disk import DiskStorage
-from proxy.upstream import Credential, Upstream
+from proxy.upstream.client import Credential, Upstream
 
 
 def per_call(label: str, calls: list[Callable[[], object]]) -> None:

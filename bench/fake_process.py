@@ -28,8 +28,8 @@ from typing import Any
 from aiohttp import web
 
 from bench import worlds
-from proxy.fake_gitlab.server import DATA_KINDS, FakeGitLab
-from proxy.fake_gitlab.world import World
+from proxy.demo.server import DATA_KINDS, FakeGitLab
+from proxy.demo.world import World
 
 
 class IndexedFakeGitLab(FakeGitLab):

@@ -11,7 +11,7 @@ import random
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 
-from proxy.fake_gitlab.world import REPORTER, Environment, World
+from proxy.demo.world import REPORTER, Environment, World
 
 READER_TOKEN = "tok-rita"  # rita (user 12) is Reporter of the root group
 READER_ID = 12

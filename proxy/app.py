@@ -11,19 +11,20 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from . import handlers, observability, openapi, webhooks
-from .cache.base import Storage
-from .clock import Clock, utc_now
-from .collect import FactsCollector, FactsPolicy
-from .observability import READINESS, READINESS_TIMEOUT, TELEMETRY, Readiness, Telemetry
-from .observe import add_route, add_unrouted
-from .permissions import Permissions
-from .request_log import REQUEST_LOG
-from .server_secret import load_server_secret
-from .service import AnswerPolicy, DoraService
-from .settings import Settings
-from .single_flight import StorageLock
-from .upstream import Upstream
+from proxy.cache.base import Storage
+from proxy.clock import Clock, utc_now
+from proxy.collect import FactsCollector, FactsPolicy
+from proxy.permissions import Permissions
+from proxy.server_secret import load_server_secret
+from proxy.service import AnswerPolicy, DoraService
+from proxy.settings import Settings
+from proxy.single_flight import StorageLock
+from proxy.telemetry import prometheus as observability
+from proxy.telemetry.access_log import REQUEST_LOG
+from proxy.telemetry.prometheus import READINESS, READINESS_TIMEOUT, TELEMETRY, Readiness, Telemetry
+from proxy.upstream.client import Upstream
+from proxy.web import handlers, openapi, webhooks
+from proxy.web.routing import add_route, add_unrouted
 
 SETTINGS = web.AppKey("settings", Settings)
 STORAGE = web.AppKey("storage", Storage)
@@ -49,12 +50,12 @@ DEFAULT_REDIS_NAMESPACE = "dora-proxy"
 def open_storage(settings: Settings, *, redis_namespace: str | None = None) -> Storage:
     """Redis when `cache_url` is set (keys under `redis_namespace:`), else the disk cache."""
     if settings.cache_url:
-        from .cache.redis import RedisStorage
+        from proxy.cache.redis import RedisStorage
 
         return RedisStorage(
             settings.cache_url, namespace=redis_namespace or DEFAULT_REDIS_NAMESPACE
         )
-    from .cache.disk import DiskStorage
+    from proxy.cache.disk import DiskStorage
 
     return DiskStorage(settings.cache_dir, size_limit=settings.cache_size_limit)
 

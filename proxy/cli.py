@@ -17,8 +17,8 @@ from typing import Any
 
 from aiohttp import web
 
-from . import __version__
-from .settings import SETTINGS, ConfigError, Settings, load_settings
+from proxy import __version__
+from proxy.settings import SETTINGS, ConfigError, Settings, load_settings
 
 SHUTDOWN_TIMEOUT = 30.0
 
@@ -78,7 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return serve(_settings_from(args, require_upstream=True))
         if args.command == "demo":
             return demo(args)
-        from . import cache_commands
+        from proxy import cache_cli as cache_commands
 
         settings = _settings_from(args, require_upstream=args.cache_command == "warm")
         return cache_commands.run(args, settings)
@@ -90,15 +90,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _prepare(settings: Settings) -> None:
-    from .log import configure_logging
+    from proxy.telemetry.logs import configure_logging
 
     configure_logging(settings.log_level, settings.log_format)
 
 
 def serve(settings: Settings) -> int:
     """Serve until SIGTERM/SIGINT; in-flight requests drain before exit."""
-    from .app import create_app
-    from .cache.base import StorageError
+    from proxy.app import create_app
+    from proxy.cache.base import StorageError
 
     _prepare(settings)
     try:
@@ -144,9 +144,9 @@ def demo(args: argparse.Namespace) -> int:
 async def _run_demo(settings: Settings) -> None:
     from dataclasses import replace
 
-    from .app import create_app
-    from .fake_gitlab.demo_seed import DEMO_PROJECTS, DEMO_TOKENS, build_demo_world
-    from .fake_gitlab.server import FakeGitLab
+    from proxy.app import create_app
+    from proxy.demo.seed import DEMO_PROJECTS, DEMO_TOKENS, build_demo_world
+    from proxy.demo.server import FakeGitLab
 
     today = datetime.now(UTC).astimezone(settings.tz).date()
     fake = FakeGitLab(build_demo_world(today))

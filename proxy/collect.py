@@ -27,14 +27,14 @@ from zoneinfo import ZoneInfo
 
 import gitlab
 
-from . import facts as f
-from .cache.base import Storage
-from .cache.lifetimes import put, put_many
-from .clock import Clock, utc_now
-from .facts import Deployment, Environment, Incident, MergeRequest, ProjectFacts
-from .observability import Telemetry
-from .single_flight import SingleFlight
-from .upstream import ContainerInfo, Upstream
+from proxy import facts as f
+from proxy.cache.base import Storage
+from proxy.cache.lifetimes import put, put_many
+from proxy.clock import Clock, utc_now
+from proxy.facts import Deployment, Environment, Incident, MergeRequest, ProjectFacts
+from proxy.single_flight import SingleFlight
+from proxy.telemetry.prometheus import Telemetry
+from proxy.upstream.client import ContainerInfo, Upstream
 
 MR_LINK_DELAY = timedelta(minutes=10)
 EARLIEST_DAY = date(2000, 1, 1)  # before GitLab existed: no deployment or incident can be older

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import gitlab
 
-from .errors import (
+from proxy.errors import (
     GROUP_NOT_FOUND,
     PROJECT_NOT_FOUND,
     BadGateway,
@@ -26,9 +26,9 @@ from .errors import (
     Unauthorized,
     UpstreamRejected,
 )
-from .server_secret import credential_key, mac_key
-from .single_flight import SingleFlight
-from .upstream import ContainerInfo, Credential, Upstream, UpstreamStatus, UserInfo
+from proxy.server_secret import credential_key, mac_key
+from proxy.single_flight import SingleFlight
+from proxy.upstream.client import ContainerInfo, Credential, Upstream, UpstreamStatus, UserInfo
 
 REPORTER = 20
 _MAX_ENTRIES = 50_000

@@ -18,19 +18,19 @@ import gitlab
 import structlog
 from multidict import CIMultiDict
 
-from .cache.base import Storage
-from .cache.lifetimes import put
-from .clock import Clock, seconds_of, utc_now
-from .collect import FactsCollector, Need
-from .errors import BadGateway, GatewayTimeout, ServiceUnavailable
-from .facts import ProjectFacts
-from .metrics import compute_metric, render
-from .observability import Telemetry
-from .params import DoraQuery, UncheckedQuery, validate_query
-from .permissions import Permissions
-from .recent import RecentAnswers
-from .single_flight import SingleFlight, StorageLock
-from .upstream import ContainerInfo, Credential, Upstream
+from proxy.cache.base import Storage
+from proxy.cache.lifetimes import put
+from proxy.clock import Clock, seconds_of, utc_now
+from proxy.collect import FactsCollector, Need
+from proxy.dora import compute_metric, render
+from proxy.errors import BadGateway, GatewayTimeout, ServiceUnavailable
+from proxy.facts import ProjectFacts
+from proxy.permissions import Permissions
+from proxy.query import DoraQuery, UncheckedQuery, validate_query
+from proxy.recent import RecentAnswers
+from proxy.single_flight import SingleFlight, StorageLock
+from proxy.telemetry.prometheus import Telemetry
+from proxy.upstream.client import ContainerInfo, Credential, Upstream
 
 log = structlog.get_logger("proxy.service")
 

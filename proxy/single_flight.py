@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from .cache.base import Storage, StorageError
+from proxy.cache.base import Storage, StorageError
 
 T = TypeVar("T")
 # Extra seconds a waiter allows past the lock's lifetime before it stops waiting.

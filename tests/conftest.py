@@ -23,11 +23,11 @@ from aiohttp.test_utils import TestClient, TestServer
 from proxy.app import STORAGE, create_app
 from proxy.cache.base import Storage
 from proxy.cache.redis import RedisStorage
-from proxy.fake_gitlab.server import FakeGitLab
-from proxy.fake_gitlab.world import World
-from proxy.handlers import SERVICE
+from proxy.demo.server import FakeGitLab
+from proxy.demo.world import World
 from proxy.service import DoraService
 from proxy.settings import Settings
+from proxy.web.handlers import SERVICE
 
 pytest_plugins = ["tests.redis_server"]
 

@@ -25,8 +25,8 @@ from hypothesis import strategies as st
 from yarl import URL
 
 from proxy.app import MAX_LINE_SIZE as MAX_LINE
-from proxy.openapi import DOCUMENT
-from proxy.params import INTERVALS, METRICS, TIERS
+from proxy.query import INTERVALS, METRICS, TIERS
+from proxy.web.openapi import DOCUMENT
 from tests.scenarios.s06_s10 import build_s6
 
 NOW = datetime(2021, 7, 15, 12, 0, tzinfo=UTC)
@@ -44,7 +44,7 @@ CATCH_ALL = {"error": "404 Not Found"}
 
 
 def s6_world():
-    from proxy.fake_gitlab.world import World
+    from proxy.demo.world import World
 
     world = World().add_cast()
     build_s6(world)

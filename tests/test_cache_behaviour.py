@@ -21,8 +21,8 @@ from datetime import UTC, datetime, timedelta
 
 import structlog
 
-from proxy.fake_gitlab.server import DATA_KINDS, Call
-from proxy.fake_gitlab.world import REPORTER, World, at
+from proxy.demo.server import DATA_KINDS, Call
+from proxy.demo.world import REPORTER, World, at
 
 NOW = datetime(2024, 3, 15, 12, 0, tzinfo=UTC)  # 2024-03-15 is the only unsettled day
 RITA = {"PRIVATE-TOKEN": "tok-rita"}

@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 
 from proxy.cli import main
-from proxy.fake_gitlab.server import FakeGitLab
-from proxy.fake_gitlab.world import REPORTER, World
-from proxy.metrics import INTERVALS, METRICS
+from proxy.demo.server import FakeGitLab
+from proxy.demo.world import REPORTER, World
+from proxy.dora import INTERVALS, METRICS
 
 RITA = {"PRIVATE-TOKEN": "tok-rita"}
 TARGETS = ("projects/20", "projects/acme%2Fapi", "groups/acme")

@@ -16,9 +16,9 @@ import gitlab
 import pytest
 import requests
 
-from proxy.fake_gitlab.demo_seed import DEMO_PROJECTS, DEMO_TOKENS, build_demo_world
-from proxy.fake_gitlab.server import COUNT_LIMIT, FakeGitLab, pagination_headers
-from proxy.fake_gitlab.world import DEVELOPER, GUEST, MAINTAINER, PLANNER, REPORTER, World, at
+from proxy.demo.seed import DEMO_PROJECTS, DEMO_TOKENS, build_demo_world
+from proxy.demo.server import COUNT_LIMIT, FakeGitLab, pagination_headers
+from proxy.demo.world import DEVELOPER, GUEST, MAINTAINER, PLANNER, REPORTER, World, at
 
 Serve = Callable[[World], Awaitable[tuple[FakeGitLab, str]]]
 

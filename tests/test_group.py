@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from proxy.fake_gitlab.world import REPORTER, World
+from proxy.demo.world import REPORTER, World
 
 RITA = {"PRIVATE-TOKEN": "tok-rita"}
 WINDOW = "start_date=2021-01-01&end_date=2021-01-31"

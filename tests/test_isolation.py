@@ -23,13 +23,13 @@ import structlog
 from aiohttp import web
 from yarl import URL
 
+from proxy.demo.server import FakeGitLab
+from proxy.demo.world import REPORTER, World
 from proxy.errors import TOKEN_IN_QUERY
-from proxy.fake_gitlab.server import FakeGitLab
-from proxy.fake_gitlab.world import REPORTER, World
-from proxy.handlers import SERVICE
-from proxy.redaction import redact
 from proxy.server_secret import SECRET_FILE, credential_key, mac_key
-from proxy.upstream import Credential
+from proxy.telemetry.redaction import redact
+from proxy.upstream.client import Credential
+from proxy.web.handlers import SERVICE
 from tests.scenarios.s06_s10 import build_s6
 
 NOW = datetime(2021, 7, 15, 12, 0, tzinfo=UTC)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from proxy.redaction import REDACTED, redact
+from proxy.telemetry.redaction import REDACTED, redact
 
 
 @pytest.mark.parametrize(

@@ -16,8 +16,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from proxy.facts import Deployment, Environment, Incident, MergeRequest, ProjectFacts, parse_time
-from proxy.metrics import (
+from proxy.dora import (
     INTERVALS,
     METRICS,
     DailyRow,
@@ -26,6 +25,7 @@ from proxy.metrics import (
     compute_metric,
     render,
 )
+from proxy.facts import Deployment, Environment, Incident, MergeRequest, ProjectFacts, parse_time
 
 UTC_ZONE = ZoneInfo("UTC")
 BOTH = ("production", "staging")

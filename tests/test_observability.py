@@ -11,8 +11,8 @@ from datetime import UTC, datetime
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from proxy.fake_gitlab.server import DATA_KINDS
-from proxy.fake_gitlab.world import REPORTER, World
+from proxy.demo.server import DATA_KINDS
+from proxy.demo.world import REPORTER, World
 
 NOW = datetime(2024, 3, 15, 12, 0, tzinfo=UTC)
 RITA = {"PRIVATE-TOKEN": "tok-rita"}

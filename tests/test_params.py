@@ -23,7 +23,7 @@ from proxy.errors import (
     TOKEN_IN_QUERY,
     BadRequest,
 )
-from proxy.params import (
+from proxy.query import (
     DoraQuery,
     UncheckedQuery,
     default_start_date,

@@ -26,8 +26,8 @@ from pathlib import Path
 import aiohttp
 from yarl import URL
 
-from proxy.fake_gitlab.server import FakeGitLab
-from proxy.fake_gitlab.world import MAINTAINER, World, at
+from proxy.demo.server import FakeGitLab
+from proxy.demo.world import MAINTAINER, World, at
 
 TOKEN = "tok-maria-process-test"
 HEADERS = {"PRIVATE-TOKEN": TOKEN}

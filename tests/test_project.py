@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from proxy.fake_gitlab.world import REPORTER, World
+from proxy.demo.world import REPORTER, World
 
 RITA = {"PRIVATE-TOKEN": "tok-rita"}
 NOW = datetime(2021, 3, 1, tzinfo=UTC)

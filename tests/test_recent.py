@@ -7,7 +7,7 @@ import json
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
-from proxy.fake_gitlab.world import REPORTER, World
+from proxy.demo.world import REPORTER, World
 from proxy.server_secret import credential_key, mac_key
 
 NOW = datetime(2021, 3, 1, tzinfo=UTC)

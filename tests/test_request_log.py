@@ -20,9 +20,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import structlog
 
-from proxy import request_log
-from proxy.log import configure_logging
-from proxy.request_log import FLUSH_DELAY, REQUEST_LOG
+from proxy.telemetry import access_log as request_log
+from proxy.telemetry.access_log import FLUSH_DELAY, REQUEST_LOG
+from proxy.telemetry.logs import configure_logging
 from tests.test_observability import NOW, PAST, RITA, small_world
 
 REQUEST_KEYS = {

@@ -16,7 +16,7 @@ import structlog
 from prometheus_client.parser import text_string_to_metric_families
 
 from proxy.app import create_app
-from proxy.observe import Unrouted
+from proxy.web.routing import Unrouted
 from tests import conftest
 from tests.test_observability import NOW, small_world
 

@@ -21,8 +21,8 @@ import structlog
 from yarl import URL
 
 from proxy.cache.disk import BytesOnlyDisk
-from proxy.fake_gitlab.server import STATUS_RESET
-from proxy.fake_gitlab.world import MAINTAINER, World
+from proxy.demo.server import STATUS_RESET
+from proxy.demo.world import MAINTAINER, World
 
 NOW = datetime(2021, 3, 1, 12, 0, tzinfo=UTC)
 MARIA = {"PRIVATE-TOKEN": "tok-maria"}

@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 import structlog
 
-from proxy import webhooks
-from proxy.fake_gitlab.server import DATA_KINDS
-from proxy.fake_gitlab.world import REPORTER, World, at
+from proxy.demo.server import DATA_KINDS
+from proxy.demo.world import REPORTER, World, at
+from proxy.web import webhooks
 
 NOW = datetime(2024, 3, 15, 12, 0, tzinfo=UTC)  # only 2024-03-15 is unsettled
 SECRET = "hook-secret-4f9a2c"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .base import Storage
+from proxy.cache.base import Storage
 
 
 async def put(storage: Storage, key: str, value: bytes, ttl: float) -> None:

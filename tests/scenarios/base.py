@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from proxy.fake_gitlab.world import REPORTER, Group, World
+from proxy.demo.world import REPORTER, Group, World
 
 API = "/api/v4"
 

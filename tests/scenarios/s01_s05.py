@@ -6,7 +6,7 @@ from __future__ import annotations
 import calendar
 from datetime import UTC, date, datetime, time, timedelta
 
-from proxy.fake_gitlab.world import GUEST, MAINTAINER, World
+from proxy.demo.world import GUEST, MAINTAINER, World
 
 from .base import (
     BAD_INTERVAL,

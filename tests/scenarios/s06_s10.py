@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from proxy.fake_gitlab.world import DEVELOPER, GUEST, PLANNER, REPORTER, World, at
+from proxy.demo.world import DEVELOPER, GUEST, PLANNER, REPORTER, World, at
 
 from .base import (
     ANONYMOUS,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from proxy.fake_gitlab.world import Environment, World, at
+from proxy.demo.world import Environment, World, at
 
 from .base import BOTH, RITA, Case, Scenario, project, top_group
 

@@ -3,7 +3,7 @@ incidents of two production environments, empty results, and the time zone."""
 
 from __future__ import annotations
 
-from proxy.fake_gitlab.world import World
+from proxy.demo.world import World
 
 from .base import (
     BOTH,

@@ -17,8 +17,8 @@ from typing import Any
 import structlog
 from aiohttp.http_exceptions import HttpProcessingError
 
-from .redaction import redact, redacted_value
-from .request_log import REQUEST_LOG, flush_request_lines, render_request_lines
+from proxy.telemetry.access_log import REQUEST_LOG, flush_request_lines, render_request_lines
+from proxy.telemetry.redaction import redact, redacted_value
 
 
 def configure_logging(level: str = "info", fmt: str = "auto") -> None:

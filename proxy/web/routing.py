@@ -20,11 +20,11 @@ import structlog
 from aiohttp import web
 from yarl import URL
 
-from .errors import GatewayTimeout, ProxyError
-from .facts import dumps
-from .observability import TELEMETRY, UNMATCHED, Telemetry
-from .request_log import REQUEST_LOG
-from .upstream import CURRENT_STATS, CallStats
+from proxy.errors import GatewayTimeout, ProxyError
+from proxy.facts import dumps
+from proxy.telemetry.access_log import REQUEST_LOG
+from proxy.telemetry.prometheus import TELEMETRY, UNMATCHED, Telemetry
+from proxy.upstream.client import CURRENT_STATS, CallStats
 
 log = structlog.get_logger("proxy.request")
 CACHE_STATUS = web.RequestKey("cache_status", str)

@@ -23,7 +23,7 @@ from prometheus_client.metrics_core import CounterMetricFamily, HistogramMetricF
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
-from .cache.base import Storage, StorageError
+from proxy.cache.base import Storage, StorageError
 
 T = TypeVar("T")
 

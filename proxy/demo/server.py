@@ -26,8 +26,7 @@ from urllib.parse import unquote, urlencode
 
 from aiohttp import web
 
-from proxy.facts import format_time, parse_time
-from proxy.fake_gitlab.world import (
+from proxy.demo.world import (
     GUEST,
     REPORTER,
     Deployment,
@@ -39,6 +38,7 @@ from proxy.fake_gitlab.world import (
     User,
     World,
 )
+from proxy.facts import format_time, parse_time
 
 API_PREFIX = "/api/v4"
 DEFAULT_PER_PAGE = 20

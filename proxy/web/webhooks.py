@@ -36,10 +36,10 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from .facts import dumps
-from .handlers import SERVICE
-from .observe import add_route
-from .service import DoraService
+from proxy.facts import dumps
+from proxy.service import DoraService
+from proxy.web.handlers import SERVICE
+from proxy.web.routing import add_route
 
 log = structlog.get_logger("proxy.webhooks")
 

@@ -6,11 +6,11 @@ import asyncio
 
 from aiohttp import web
 
-from .errors import GatewayTimeout
-from .observe import CACHE_STATUS, count_upstream_calls
-from .params import parse_query
-from .service import Answer, DoraService
-from .upstream import Credential
+from proxy.errors import GatewayTimeout
+from proxy.query import parse_query
+from proxy.service import Answer, DoraService
+from proxy.upstream.client import Credential
+from proxy.web.routing import CACHE_STATUS, count_upstream_calls
 
 SERVICE = web.AppKey("service", DoraService)
 REQUEST_DEADLINE = web.AppKey("request_deadline", float)

@@ -10,11 +10,11 @@ import sys
 from dataclasses import dataclass, field
 from typing import TextIO
 
-from .errors import ProxyError
-from .metrics import INTERVALS, METRICS
-from .params import parse_query
-from .settings import ConfigError, Settings
-from .upstream import Credential
+from proxy.dora import INTERVALS, METRICS
+from proxy.errors import ProxyError
+from proxy.query import parse_query
+from proxy.settings import ConfigError, Settings
+from proxy.upstream.client import Credential
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
@@ -32,7 +32,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _stats(settings: Settings) -> int:
-    from .app import open_storage
+    from proxy.app import open_storage
 
     storage = open_storage(settings)
     try:
@@ -43,7 +43,7 @@ async def _stats(settings: Settings) -> int:
 
 
 async def _clear(settings: Settings) -> int:
-    from .app import open_storage
+    from proxy.app import open_storage
 
     storage = open_storage(settings)
     try:
@@ -78,7 +78,7 @@ class Progress:
 
 async def warm(settings: Settings, credential: Credential, targets: list[tuple[str, str]]) -> int:
     """Compute every metric × interval for the default window of each target."""
-    from .app import build_service
+    from proxy.app import build_service
 
     service = build_service(settings)
     failures = 0

@@ -13,7 +13,7 @@ import random
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 
-from proxy.fake_gitlab.world import GUEST, REPORTER, Environment, Project, World
+from proxy.demo.world import GUEST, REPORTER, Environment, Project, World
 
 # username → token (send as `PRIVATE-TOKEN: <token>` or `Authorization: Bearer <token>`).
 DEMO_TOKENS: dict[str, str] = {

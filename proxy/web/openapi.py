@@ -17,7 +17,7 @@ from typing import Any
 
 from aiohttp import web
 
-from . import __version__
+from proxy import __version__
 
 PATH = "/-/openapi.json"
 

@@ -40,9 +40,9 @@ import requests
 import requests.adapters
 import structlog
 
-from . import USER_AGENT
-from .errors import BadGateway, GatewayTimeout, ServiceUnavailable
-from .facts import Deployment, Environment, Incident, MergeRequest, parse_time
+from proxy import USER_AGENT
+from proxy.errors import BadGateway, GatewayTimeout, ServiceUnavailable
+from proxy.facts import Deployment, Environment, Incident, MergeRequest, parse_time
 
 PER_PAGE = 100
 FORBIDDEN_MEANS_EMPTY = frozenset(

@@ -27,8 +27,8 @@ import structlog
 from aiohttp import web
 from yarl import URL
 
-from .redaction import redacted_text
-from .upstream import CallStats
+from proxy.telemetry.redaction import redacted_text
+from proxy.upstream.client import CallStats
 
 FLUSH_DELAY = 0.05
 MAX_PENDING = 256  # at 25 000 requests/s a batch every 10 ms: rendering one stalls ~0.3 ms
