@@ -344,7 +344,7 @@ def test_security_md_names_real_settings_and_their_defaults() -> None:
 
     from proxy.settings import Settings
 
-    text = (Path(__file__).resolve().parent.parent / "SECURITY.md").read_text()
+    text = (Path(__file__).resolve().parents[2] / "SECURITY.md").read_text()
     named = set(re.findall(r"`([a-z]+(?:_[a-z]+)+)`", text)) - {
         "private_token",
         "access_token",

@@ -23,7 +23,7 @@ import structlog
 from proxy.telemetry import access_log as request_log
 from proxy.telemetry.access_log import FLUSH_DELAY, REQUEST_LOG
 from proxy.telemetry.logs import configure_logging
-from tests.test_observability import NOW, PAST, RITA, small_world
+from tests.web.test_observability import NOW, PAST, RITA, small_world
 
 REQUEST_KEYS = {
     "event",

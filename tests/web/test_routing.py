@@ -18,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from proxy.app import create_app
 from proxy.web.routing import Unrouted
 from tests import conftest
-from tests.test_observability import NOW, small_world
+from tests.web.test_observability import NOW, small_world
 
 WEBHOOK_SECRET = "s3cret"
 NOT_FOUND = {"error": "404 Not Found"}

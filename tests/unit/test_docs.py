@@ -7,7 +7,7 @@ from pathlib import Path
 
 from proxy.settings import SETTINGS, settings_table_markdown
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text()
 
 

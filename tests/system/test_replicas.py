@@ -247,7 +247,7 @@ class Replica:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 env=env,
-                cwd=Path(__file__).parents[1],
+                cwd=Path(__file__).parents[2],
             )
 
     async def wait_ready(self, session: aiohttp.ClientSession, timeout: float = 20.0) -> None:

@@ -19,7 +19,7 @@ from proxy.settings import (
     settings_table_markdown,
 )
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "config" / "dora-proxy.toml"
 URL = "https://gitlab.example.com"
 
