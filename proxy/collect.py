@@ -46,6 +46,9 @@ class FactsPolicy:
     ttl_settled: float
     ttl_recent: float
     settle_margin: float
+    # The group's project list: no webhook reports a project joining or leaving a group, so it
+    # keeps the short lifetime even when webhooks lengthen `ttl_recent`. None: `ttl_recent`.
+    ttl_listing: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,7 +189,10 @@ class FactsCollector:
         async def fetch() -> list[ContainerInfo]:
             projects = await session.fetch_group_projects(group)
             value = [{"id": p.id, "full_path": p.full_path} for p in projects]
-            await put(self.storage, key, f.dumps(value), self.policy.ttl_recent)
+            ttl = self.policy.ttl_listing
+            await put(
+                self.storage, key, f.dumps(value), self.policy.ttl_recent if ttl is None else ttl
+            )
             return projects
 
         return await self.flights.run(key, fetch)
@@ -417,6 +423,25 @@ class FactsCollector:
                 found.update(await self._store_incident_days(keys, missing, fetched.get(pid, ())))
             result[pid] = merge_incident_days(found, self.local_day)
         return result
+
+
+def provisional_for(facts: Iterable[ProjectFacts], now: datetime) -> float | None:
+    """Seconds until the youngest deployment whose MR list was read is `MR_LINK_DELAY` old, or
+    None if all are. GitLab links MRs to a deployment asynchronously, so a lead time computed
+    from a younger deployment's list may still change without any webhook."""
+    youngest = max(
+        (
+            d.finished_at
+            for p in facts
+            if p.merge_requests
+            for d in p.deployments
+            if d.id in p.merge_requests
+        ),
+        default=None,
+    )
+    if youngest is None or youngest + MR_LINK_DELAY <= now:
+        return None
+    return (youngest + MR_LINK_DELAY - now).total_seconds()
 
 
 def merge_incident_days(
