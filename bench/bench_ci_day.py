@@ -56,7 +56,7 @@ from bench import worlds
 from bench.common import markdown_table, percentile, print_machine
 from proxy.app import create_app
 from proxy.credentials import Credential
-from proxy.demo import FakeGitLab
+from proxy.demo import DATA_KINDS, FakeGitLab
 from proxy.demo.world import REPORTER, World
 from proxy.service import DoraRequest
 from proxy.settings import Settings
@@ -206,6 +206,7 @@ class Outcome:
     requests: Counter[str] = field(default_factory=Counter)
     calls_by_kind: Counter[str] = field(default_factory=Counter)
     background_calls: int = 0
+    with_data_calls: int = 0  # requests that made a data call (not only permission look-ups)
     warm_calls: int = 0
     checked: int = 0
     mismatches: int = 0
@@ -406,6 +407,8 @@ async def _request(
     if made:
         outcome.with_calls[who] += 1
         outcome.calls_by_kind.update(call.kind for call in made)
+        if any(call.kind in DATA_KINDS for call in made):
+            outcome.with_data_calls += 1
     if check:
         async with http.get(reference_server.make_url(url), headers=headers) as response:
             expected = await response.read()
@@ -429,6 +432,7 @@ def report(results: dict[str, Outcome]) -> None:
                 total,
                 f"{100 * (total - with_calls) / total:.2f} %",
                 f"{o.with_calls['dashboard']} / {o.with_calls['ci']}",
+                f"{100 * (total - o.with_data_calls) / total:.2f} %",
                 f"{1000 * percentile(o.latencies, 50):.2f}",
                 f"{1000 * percentile(o.latencies, 99):.2f}",
                 f"{(calls + o.background_calls) / o.hours:.0f}",
@@ -445,6 +449,7 @@ def report(results: dict[str, Outcome]) -> None:
                 "requests",
                 "no upstream call",
                 "with calls: dashboard / CI",
+                "no data call",
                 "p50 ms",
                 "p99 ms",
                 "upstream calls / hour",
