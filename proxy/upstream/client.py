@@ -30,6 +30,7 @@ from urllib.parse import urlsplit
 
 import gitlab
 import gitlab.exceptions
+import orjson
 import requests
 import requests.adapters
 import structlog
@@ -285,7 +286,9 @@ class Upstream:
                 ) from None
             status = str(response.status_code)
             try:
-                data = response.json()
+                # orjson straight from the bytes: ~3x faster than requests' .json() (which
+                # decodes to str first), and this runs for every upstream page, in the worker.
+                data = orjson.loads(response.content)
             except ValueError:
                 status = "malformed"
                 raise _Retryable("malformed JSON") from None
