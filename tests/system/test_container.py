@@ -174,3 +174,25 @@ def test_compose_load_balancer_config_names_both_replicas(compose: dict) -> None
         assert re.search(rf"server {re.escape(name)}:8080\b", config), name
         assert lb["depends_on"][name]["condition"] == "service_healthy"
     assert "$request_uri" not in config and "$args" not in config  # no query strings logged
+
+
+# ---- locked build and labels -------------------------------------------------------------------
+
+
+def test_dependencies_come_from_the_lock_file_with_hashes_and_the_project_without_deps() -> None:
+    builder = _instructions()[: len(_instructions()) - len(_final_stage())]
+    wheel_deps = next(rest for word, rest in builder if word == "RUN" and "requirements.lock" in rest)
+    assert "--require-hashes" in wheel_deps and "--no-deps" in wheel_deps
+    install = next(rest for word, rest in _final_stage() if word == "RUN" and "pip install" in rest)
+    first, _, second = install.partition("&&")
+    assert "--require-hashes" in first and "-r /wheels/requirements.lock" in first
+    assert "--no-deps" in second and "/wheels/project/" in second
+    assert "--no-index" in first and "--no-index" in second
+
+
+def test_image_carries_the_oci_labels() -> None:
+    labels = " ".join(rest for word, rest in _final_stage() if word == "LABEL")
+    for key in ("title", "version", "source", "licenses"):
+        assert f"org.opencontainers.image.{key}=" in labels, key
+    assert 'org.opencontainers.image.version="${VERSION}"' in labels
+    assert 'org.opencontainers.image.licenses="MIT"' in labels
