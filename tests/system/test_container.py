@@ -181,7 +181,9 @@ def test_compose_load_balancer_config_names_both_replicas(compose: dict) -> None
 
 def test_dependencies_come_from_the_lock_file_with_hashes_and_the_project_without_deps() -> None:
     builder = _instructions()[: len(_instructions()) - len(_final_stage())]
-    wheel_deps = next(rest for word, rest in builder if word == "RUN" and "requirements.lock" in rest)
+    wheel_deps = next(
+        rest for word, rest in builder if word == "RUN" and "requirements.lock" in rest
+    )
     assert "--require-hashes" in wheel_deps and "--no-deps" in wheel_deps
     install = next(rest for word, rest in _final_stage() if word == "RUN" and "pip install" in rest)
     first, _, second = install.partition("&&")
