@@ -26,6 +26,7 @@ from urllib.parse import unquote, urlencode
 
 from aiohttp import web
 
+from proxy.demo import admin_routes
 from proxy.demo.world import (
     GUEST,
     REPORTER,
@@ -196,6 +197,7 @@ _PATTERNS: tuple[tuple[tuple[str | None, ...], str], ...] = (
     (("groups", None, "members", "all", None), "group_members"),
     (("groups", None, "projects"), "group_projects"),
     (("groups", None, "issues"), "group_issues"),
+    *admin_routes.PATTERNS,  # /version and webhooks (admin_routes.py)
 )
 
 
@@ -371,6 +373,7 @@ class FakeGitLab:
         self.app.router.add_route("*", "/{tail:.*}", self._handle)
         self._runner: web.AppRunner | None = None
         self.url: str | None = None  # set by start()
+        self.admin = admin_routes.AdminState()
         self._handlers: dict[str, Callable[[_Ctx, tuple[str, ...]], Any]] = {
             "user": self._user,
             "project": self._project,
@@ -452,7 +455,10 @@ class FakeGitLab:
                 )
 
         try:
-            response = self._dispatch(request, route, query, token)
+            if route is not None and route.kind in admin_routes.KINDS:
+                response = await admin_routes.dispatch(self, request, kind, route.args, token)
+            else:
+                response = self._dispatch(request, route, query, token)
         except _Reply as reply:
             response = _render(reply)
         call.status = response.status
