@@ -28,8 +28,12 @@ PREMIUM_NOTE = (
 def add_target_arguments(parser: argparse.ArgumentParser) -> None:
     """--project PATH | --group PATH, and where the token comes from."""
     target = parser.add_mutually_exclusive_group(required=True)
-    target.add_argument("--project", metavar="ID_OR_PATH", help="project id or full path")
-    target.add_argument("--group", metavar="ID_OR_PATH", help="group id or full path")
+    for kind in ("project", "group"):
+        target.add_argument(
+            f"--{kind}",
+            metavar="ID_OR_PATH",
+            help=f"{kind} id or full path (no default: --project or --group is required)",
+        )
     parser.add_argument(
         "--token-env",
         default=DEFAULT_TOKEN_ENV,

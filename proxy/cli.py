@@ -118,7 +118,9 @@ def _add_setup_commands(commands: Any) -> None:
     _add_common(install)
     add_target_arguments(install)
     install.add_argument(
-        "--url", required=True, help="the proxy's public URL, e.g. https://dora.example.com"
+        "--url",
+        required=True,
+        help="the proxy's public URL, e.g. https://dora.example.com (required, no default)",
     )
     install.add_argument(
         "--force",
