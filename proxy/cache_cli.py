@@ -19,11 +19,11 @@ from typing import Any, TextIO
 
 from tqdm import tqdm
 
-from proxy.dora import INTERVALS, METRICS
+from proxy.credentials import Credential
 from proxy.errors import ProxyError
-from proxy.query import parse_query
+from proxy.query import INTERVALS, METRICS
+from proxy.service import DoraRequest
 from proxy.settings import ConfigError, Settings
-from proxy.upstream.client import Credential
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
@@ -51,14 +51,14 @@ def _missing_disk_cache(settings: Settings) -> Path | None:
 
 
 async def _stats(settings: Settings) -> int:
-    from proxy.app import open_storage
+    from proxy.app import open_settings_storage
 
     if _missing_disk_cache(settings) is not None:
         stats: dict[str, Any] = {"backend": "disk", "entries": 0, "bytes": 0, "exists": False}
         stats["size_limit"] = settings.cache_size_limit
         print(json.dumps(stats, sort_keys=True))
         return 0
-    storage = open_storage(settings)
+    storage = open_settings_storage(settings)
     try:
         print(json.dumps(await storage.stats(), sort_keys=True))
     finally:
@@ -76,7 +76,7 @@ def _confirm(question: str) -> bool:
 
 
 async def _clear(settings: Settings, *, yes: bool = False) -> int:
-    from proxy.app import open_storage
+    from proxy.app import open_settings_storage
 
     missing = _missing_disk_cache(settings)
     if missing is not None:
@@ -90,7 +90,7 @@ async def _clear(settings: Settings, *, yes: bool = False) -> int:
             file=sys.stderr,
         )
         return 1
-    storage = open_storage(settings)
+    storage = open_settings_storage(settings)
     try:
         if not yes:
             entries = (await storage.stats()).get("entries", "?")
@@ -141,17 +141,17 @@ async def warm(settings: Settings, credential: Credential, targets: list[tuple[s
     """Compute every metric × interval for the default window of each target."""
     from proxy.app import build_service
 
-    service = build_service(settings)
+    service = build_service(settings, batch=True)
     failures = 0
     progress = Progress(total=len(targets) * len(METRICS) * len(INTERVALS))
     try:
         for container, ref in targets:
             for metric in METRICS:
                 for interval in INTERVALS:
-                    query = parse_query({"metric": metric, "interval": interval}, service.today())
+                    request = DoraRequest(container, ref, {"metric": metric, "interval": interval})
                     label = f"{container} {ref} {metric} {interval}"
                     try:
-                        answer = await service.metrics(container, ref, credential, query)
+                        answer = await service.answer(request, credential)
                         progress.step(label, answer.cache)
                     except ProxyError as exc:
                         failures += 1
