@@ -116,7 +116,15 @@ class Progress:
 
     def __post_init__(self) -> None:
         if self.stream.isatty():
-            self._bar = tqdm(total=self.total, file=self.stream, unit="answer", dynamic_ncols=True)
+            # A terminal that reports no size (a bare pty) would get an empty bar: assume 80.
+            sized = _columns(self.stream) > 0
+            self._bar = tqdm(
+                total=self.total,
+                file=self.stream,
+                unit="answer",
+                dynamic_ncols=sized,
+                ncols=None if sized else 80,
+            )
 
     def step(self, label: str, outcome: str) -> None:
         self.done += 1
@@ -135,6 +143,13 @@ class Progress:
         if self._bar is not None:
             self._bar.close()
             self._bar = None
+
+
+def _columns(stream: TextIO) -> int:
+    try:
+        return os.get_terminal_size(stream.fileno()).columns
+    except (OSError, ValueError):
+        return 0
 
 
 async def warm(settings: Settings, credential: Credential, targets: list[tuple[str, str]]) -> int:

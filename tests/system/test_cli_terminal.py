@@ -52,10 +52,10 @@ def _env(**extra: str) -> dict[str, str]:
 class Terminal:
     """A pseudo-terminal: the child's stdin/stdout/stderr; a thread collects what it shows."""
 
-    def __init__(self) -> None:
+    def __init__(self, columns: int = 120) -> None:
         self.master, self.slave = pty.openpty()
         # A real terminal has a size; a fresh pty says 0 columns.
-        fcntl.ioctl(self.slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))
+        fcntl.ioctl(self.slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
         self.output = bytearray()
         self._lock = threading.Lock()
         self._reader = threading.Thread(target=self._read, daemon=True)
@@ -102,12 +102,13 @@ def _warm(fake: FakeGitLab, cache_dir: Path) -> list[str]:
     return ["cache", "warm", *upstream, "--project", "20"]
 
 
-async def test_warm_draws_a_progress_bar_on_a_terminal(fake, tmp_path) -> None:
-    terminal = Terminal()
+@pytest.mark.parametrize("columns", [120, 0], ids=["sized", "no size reported"])
+async def test_warm_draws_a_progress_bar_on_a_terminal(fake, tmp_path, columns) -> None:
+    terminal = Terminal(columns)
     try:
         process = await _run(
             *_warm(fake, tmp_path / "cache"),
-            env=_env(COLUMNS="120"),
+            env=_env(),
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.DEVNULL,
             stderr=terminal.slave,
