@@ -270,3 +270,34 @@ async def test_serve_json_logs_are_json_from_the_first_line(fake, tmp_path) -> N
     assert b"Running on" not in err and b"Press CTRL+C" not in err
     for line in err.splitlines():
         json.loads(line)  # stderr, if anything, is JSON too
+
+
+async def test_library_records_are_json_lines_too(tmp_path) -> None:
+    """aiohttp's and other libraries' stdlib records (stderr) are JSON in JSON mode, redacted."""
+    code = (
+        "import logging\n"
+        "from proxy.telemetry.logs import configure_logging\n"
+        "configure_logging('info', 'json')\n"
+        "try:\n"
+        "    1 / 0\n"
+        "except ZeroDivisionError:\n"
+        "    logging.getLogger('aiohttp.server').exception('handler failed PRIVATE-TOKEN: abc')\n"
+        "logging.getLogger('asyncio').warning('slow callback')\n"
+    )
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        code,
+        cwd=ROOT,
+        env=_env(),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), DEADLINE)
+    assert process.returncode == 0, err
+    lines = [json.loads(line) for line in (out + err).splitlines() if line.strip()]
+    assert [e["event"] for e in lines][-1] == "slow callback"
+    failed = next(e for e in lines if e["event"].startswith("handler failed"))
+    assert failed["level"] == "error" and failed["logger"] == "aiohttp.server"
+    assert "ZeroDivisionError" in json.dumps(failed["exception"])
+    assert "abc" not in err.decode()  # the redaction still runs
