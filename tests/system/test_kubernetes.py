@@ -161,3 +161,12 @@ def test_servicemonitor_scrapes_the_proxy_service() -> None:
     for endpoint in monitor["spec"]["endpoints"]:
         assert endpoint["port"] in port_names
         assert endpoint["path"] == "/metrics"
+
+
+def test_the_base_deploys_the_image_of_this_version() -> None:
+    import proxy
+
+    (image,) = _kustomization(BASE)["images"]
+    assert image == {"name": "gitlab-dora-proxy", "newTag": proxy.__version__}
+    (container,) = _one("Deployment", PROXY)["spec"]["template"]["spec"]["containers"]
+    assert container["image"] == image["name"]
