@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from proxy.demo import access
+
 if TYPE_CHECKING:  # server.py imports this module; the reverse import is for types only
     from proxy.demo.server import FakeGitLab
     from proxy.demo.world import User
@@ -120,17 +122,18 @@ async def dispatch(
 
 def _owner(fake: FakeGitLab, user: User, container: str, ref: str) -> int | web.Response:
     """The container id if the user may manage its hooks, else GitLab's 404 or 403."""
+    world = fake.world
     if container == "project":
-        project = fake._find_project(ref)
-        if project is None or not fake.can_see_project(user, project):
+        project = access.find_project(world, ref)
+        if project is None or not access.can_see_project(world, user, project):
             return _message(404, "404 Project Not Found")
-        level = fake.project_access(user, project)
+        level = access.project_access(world, user, project)
         owner_id = project.id
     else:
-        group = fake._find_group(ref)
-        if group is None or not fake.can_see_group(user, group):
+        group = access.find_group(world, ref)
+        if group is None or not access.can_see_group(world, user, group):
             return _message(404, "404 Group Not Found")
-        level = fake._access(user, fake._group_sources(group))
+        level = access.access(world, user, access.group_sources(world, group))
         owner_id = group.id
     if not user.is_admin and level < MAINTAINER:
         return _message(403, "403 Forbidden")
