@@ -288,10 +288,6 @@ def _try(report: Report, what: str, call: Callable[[], Any]) -> Any:
     return result
 
 
-def server_version(gl: gitlab.Gitlab) -> str:
-    return str(_get(gl, "the version", "/version").get("version", "unknown"))
-
-
 # ---- webhooks ----------------------------------------------------------------------------------
 
 
