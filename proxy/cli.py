@@ -80,7 +80,10 @@ def build_parser() -> argparse.ArgumentParser:
         default="DORA_PROXY_WARM_TOKEN",
         help="environment variable holding the token used upstream (default: %(default)s)",
     )
-    for name, text in (("stats", "show cache statistics"), ("clear", "empty the cache")):
+    for name, text in (
+        ("stats", "show cache statistics (changes nothing on disk)"),
+        ("clear", "empty the cache (asks first on a terminal; --yes otherwise)"),
+    ):
         sub = cache_commands.add_parser(name, help=text)
         _add_common(sub, upstream=False)
         if name == "clear":
