@@ -14,6 +14,7 @@ from aiohttp import web
 from proxy.cache.base import Storage
 from proxy.clock import Clock, utc_now
 from proxy.collect import FactsCollector, FactsPolicy
+from proxy.explain import load_levels
 from proxy.permissions import Permissions
 from proxy.server_secret import load_server_secret
 from proxy.service import AnswerPolicy, DoraService
@@ -23,7 +24,7 @@ from proxy.telemetry import prometheus as observability
 from proxy.telemetry.access_log import REQUEST_LOG
 from proxy.telemetry.prometheus import READINESS, READINESS_TIMEOUT, TELEMETRY, Readiness, Telemetry
 from proxy.upstream.client import Upstream
-from proxy.web import handlers, openapi, webhooks
+from proxy.web import dashboard, extensions, handlers, openapi, webhooks
 from proxy.web.routing import add_route, add_unrouted
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -159,5 +160,7 @@ def create_app(
     add_route(app, "GET", "/metrics", observability.metrics_endpoint, "metrics")
     add_route(app, "GET", openapi.PATH, openapi.openapi, "openapi")
     webhooks.setup(app, settings.webhook_secret)
+    extensions.setup(app, load_levels(settings.dora_levels_file))
+    dashboard.setup(app)
     add_unrouted(app)  # last: the router tries it after every other route
     return app

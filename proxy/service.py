@@ -75,6 +75,17 @@ class Answer:
 
 
 @dataclass(frozen=True, slots=True)
+class CountedFacts:
+    """What the extension endpoints explain: the container, the valid query, every project's
+    facts for the window (all four metrics' needs) and each project's full path."""
+
+    info: ContainerInfo
+    query: DoraQuery
+    facts: list[ProjectFacts]
+    paths: dict[int, str]
+
+
+@dataclass(frozen=True, slots=True)
 class AnswerPolicy:
     ttl_past: float
     ttl_current: float
@@ -185,6 +196,33 @@ class DoraService:
             self.telemetry.stale_served()
             return Answer(stale, "stale", 0)
         return Answer(body, "miss", int(ttl))
+
+    async def counted_facts(
+        self,
+        container: str,
+        id_or_path: str,
+        credential: Credential | None,
+        unchecked: UncheckedQuery,
+    ) -> CountedFacts:
+        """The extension endpoints' pipeline (proxy/web/extensions.py): the same permission
+        check, validation, collector and facts caches as `metrics`, for all four metrics."""
+        client = functools.cache(lambda: self.upstream.client(credential))
+        info = await self.permissions.authorize(client, credential, container, id_or_path)
+        query = validate_query(unchecked)
+        tiers = query.environment_tiers
+        need = Need(merge_requests=True, incidents="production" in tiers, tiers=frozenset(tiers))
+        if container == "project":
+            facts = [
+                await self.collector.project_facts(
+                    client(), info.id, query.start_date, query.end_date, need
+                )
+            ]
+            return CountedFacts(info, query, facts, {info.id: info.full_path})
+        projects = await self.collector.group_projects(client(), info)
+        facts = await self.collector.group_facts(
+            client(), info, projects, query.start_date, query.end_date, need
+        )
+        return CountedFacts(info, query, facts, {p.id: p.full_path for p in projects})
 
     async def _compute_and_store(
         self,

@@ -528,7 +528,11 @@ class Upstream:
                     continue
                 result.append(
                     Deployment(
-                        int(item["id"]), int(item["environment"]["id"]), parse_time(finished)
+                        int(item["id"]),
+                        int(item["environment"]["id"]),
+                        parse_time(finished),
+                        _optional_int(item.get("iid")),
+                        _optional_str(deployable.get("web_url")),
                     )
                 )
         return tuple(result)
@@ -541,7 +545,10 @@ class Upstream:
         with _answer_shape(f"GET {path}"):
             return tuple(
                 MergeRequest(
-                    int(i["id"]), parse_time(i["merged_at"]) if i.get("merged_at") else None
+                    int(i["id"]),
+                    parse_time(i["merged_at"]) if i.get("merged_at") else None,
+                    _optional_int(i.get("iid")),
+                    _optional_str(i.get("web_url")),
                 )
                 for i in items
             )
@@ -628,5 +635,21 @@ def _is_incident(item: dict[str, Any]) -> bool:
 def _incident(item: dict[str, Any]) -> Incident:
     closed = item.get("closed_at") if item.get("state") == "closed" else None
     return Incident(
-        int(item["id"]), parse_time(item["created_at"]), parse_time(closed) if closed else None
+        int(item["id"]),
+        parse_time(item["created_at"]),
+        parse_time(closed) if closed else None,
+        _optional_int(item.get("iid")),
+        _optional_str(item.get("web_url")),
     )
+
+
+def _optional_int(value: Any) -> int | None:
+    """An iid for people: kept when GitLab sent an integer, else left out (never a 502)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _optional_str(value: Any) -> str | None:
+    """A web_url for people: kept when it is an http(s) link, else left out."""
+    if isinstance(value, str) and value.startswith(("http://", "https://")):
+        return value
+    return None
