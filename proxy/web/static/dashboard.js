@@ -143,15 +143,15 @@
   function chart(metric, label, points, interval) {
     const width = 560;
     const height = 180;
-    const pad = { left: 44, right: 8, top: 10, bottom: 22 };
+    const pad = { left: 8, right: 8, top: 16, bottom: 22 };
     const root = svg("svg", { class: "chart", viewBox: `0 0 ${width} ${height}`, role: "img", "aria-label": `${label} chart` });
     const values = points.map((p) => (p.value === null ? 0 : p.value));
     const top = Math.max(...values, 0) || 1;
     const plotW = width - pad.left - pad.right;
     const plotH = height - pad.top - pad.bottom;
     root.append(svg("line", { class: "axis", x1: pad.left, y1: pad.top + plotH, x2: width - pad.right, y2: pad.top + plotH }));
-    const topLabel = svg("text", { x: 2, y: pad.top + 8 });
-    topLabel.textContent = human(metric, top, interval);
+    const topLabel = svg("text", { x: pad.left, y: pad.top - 5 });
+    topLabel.textContent = `max ${human(metric, top, interval)}`;
     root.append(topLabel);
     const step = points.length ? plotW / points.length : plotW;
     points.forEach((point, i) => {
@@ -192,7 +192,9 @@
       if (stats.level) headline.append(el("span", { class: `level level-${stats.level}`, "data-level": stats.level }, `DORA: ${stats.level}`));
       fig.append(headline);
       if (metric !== "change_failure_rate" && stats.sample_count) {
-        fig.append(el("p", { class: "stats" }, `true median ${human(metric, stats.median, metric === "deployment_frequency" ? "daily" : "all")}, p75 ${human(metric, stats.p75, metric === "deployment_frequency" ? "daily" : "all")}, p90 ${human(metric, stats.p90, metric === "deployment_frequency" ? "daily" : "all")} · ${stats.sample_count} samples`));
+        const show = (value) => human(metric, value, "all");
+        const samples = metric === "deployment_frequency" ? `${stats.sample_count} deployments; per day:` : `${stats.sample_count} samples;`;
+        fig.append(el("p", { class: "stats" }, `${samples} true median ${show(stats.median)}, p75 ${show(stats.p75)}, p90 ${show(stats.p90)}`));
       } else if (metric === "change_failure_rate") {
         fig.append(el("p", { class: "stats" }, `${stats.sample_count} incidents, ${stats.deployments} deployments`));
       }
@@ -397,7 +399,8 @@
       });
     }
     loadLevels();
-    load(initial);
+    // DORA metrics always need a token (Reporter or more): without one, wait for "Show".
+    if (sessionStorage.getItem(TOKEN_KEY)) load(initial);
   }
 
   if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", start);
