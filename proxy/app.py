@@ -20,6 +20,7 @@ from proxy.server_secret import load_server_secret
 from proxy.service import AnswerPolicy, DoraService
 from proxy.settings import Settings
 from proxy.single_flight import StorageLock
+from proxy.telemetry import dora_export
 from proxy.telemetry import prometheus as observability
 from proxy.telemetry.access_log import REQUEST_LOG
 from proxy.telemetry.prometheus import READINESS, READINESS_TIMEOUT, TELEMETRY, Readiness, Telemetry
@@ -152,6 +153,7 @@ def create_app(
             REQUEST_LOG.flush()
 
     app.cleanup_ctx.append(resources)
+    dora_export.setup(app, settings, handlers.SERVICE)  # after `resources`: needs the service
     for name, path in API_ROUTES:
         add_route(app, "GET", path, handlers.dora_metrics, name)
     add_route(app, "GET", "/-/health", handlers.health, "health")
