@@ -403,6 +403,138 @@ DOCUMENT: dict[str, Any] = {
 }
 
 
+def _extension_operation(container: str, kind: str) -> dict[str, Any]:
+    """GET /-/api/v1/{projects|groups}/{id}/dora/{facts|summary} (proxy/web/extensions.py)."""
+    noun = "project" if container == "projects" else "group"
+    base = _dora_operation(container)
+    what = {
+        "facts": (
+            "The deployments, merge requests and incidents the four metrics are computed "
+            "from for this window and these tiers (each with its local day and web_url)."
+        ),
+        "summary": (
+            "Per metric: GitLab's value (interval=all), the true median over all samples, p75, "
+            "p90 (linear interpolation), the sample count and the DORA performance level"
+            + ("; plus each project's four interval=all values." if noun == "group" else ".")
+        ),
+    }[kind]
+    return {
+        "operationId": f"get{noun.title()}Dora{kind.title()}",
+        "summary": f"Extension: the {kind} behind a {noun}'s DORA metrics",
+        "description": (
+            f"{what} Not a GitLab route. Same permission checks, parameters (without "
+            "`metric`; `interval` is checked but unused), defaults, errors and caches as the "
+            "DORA API."
+        ),
+        "tags": ["extensions"],
+        "security": base["security"],
+        "parameters": [p for p in base["parameters"] if p != _ref("parameters", "metric")],
+        "responses": {
+            "200": _plain(f"The {kind}.", {"$ref": f"#/components/schemas/Dora{kind.title()}"}),
+            **{k: v for k, v in base["responses"].items() if k not in ("200", "304")},
+        },
+    }
+
+
+def _page(operation_id: str, summary: str, content_type: str) -> dict[str, Any]:
+    return {
+        "get": {
+            "operationId": operation_id,
+            "summary": summary,
+            "tags": ["dashboard"],
+            "security": [{}],
+            "responses": {
+                "200": {
+                    "description": "Served with a strict Content-Security-Policy.",
+                    "content": {content_type: {"schema": {"type": "string"}}},
+                },
+                "404": _ref("responses", "NotFound"),
+            },
+        }
+    }
+
+
+DOCUMENT["tags"].extend(
+    [
+        {"name": "extensions", "description": "Not GitLab's: facts and statistics."},
+        {"name": "dashboard", "description": "The dashboard page and its files."},
+    ]
+)
+DOCUMENT["paths"].update(
+    {
+        f"/-/api/v1/{container}/{{id}}/dora/{kind}": {"get": _extension_operation(container, kind)}
+        for container in ("projects", "groups")
+        for kind in ("facts", "summary")
+    }
+)
+DOCUMENT["paths"].update(
+    {
+        "/-/api/v1/dora/levels": {
+            "get": {
+                "operationId": "getDoraLevels",
+                "summary": "Extension: the DORA performance level thresholds in force.",
+                "tags": ["extensions"],
+                "security": [{}],
+                "responses": {"200": _plain("The thresholds file's content.")},
+            }
+        },
+        "/-/dashboard": _page("getDashboard", "The dashboard page.", "text/html"),
+        "/-/dashboard/static/{name}": _page(
+            "getDashboardFile", "One of the dashboard's files (script, styles, icon).", "*/*"
+        ),
+    }
+)
+_FACT = {"type": "object", "additionalProperties": True}
+DOCUMENT["components"]["schemas"].update(
+    {
+        "DoraFacts": {
+            "type": "object",
+            "required": ["deployments", "merge_requests", "incidents"],
+            "properties": {
+                "start_date": {"type": "string", "format": "date"},
+                "end_date": {"type": "string", "format": "date"},
+                "environment_tiers": {"type": "array", "items": {"enum": _TIERS}},
+                "deployments": {
+                    "type": "array",
+                    "description": "project, id, iid, environment, tier, finished_at, day, "
+                    "web_url (the deployment job's page; null for API deployments).",
+                    "items": _FACT,
+                },
+                "merge_requests": {
+                    "type": "array",
+                    "description": "One per (counted deployment, merged MR): project, id, iid, "
+                    "merged_at, deployed_at, deployment_id, day, lead_time_seconds, web_url.",
+                    "items": _FACT,
+                },
+                "incidents": {
+                    "type": "array",
+                    "description": "Created or closed in the window (production tier only): "
+                    "project, id, iid, created_at, closed_at, created_day, closed_day, "
+                    "created_in_window, time_to_restore_seconds (closed in the window), web_url.",
+                    "items": _FACT,
+                },
+            },
+        },
+        "DoraSummary": {
+            "type": "object",
+            "required": ["metrics"],
+            "properties": {
+                "metrics": {
+                    "type": "object",
+                    "description": "Per metric: value, median, p75, p90, sample_count, level.",
+                    "additionalProperties": _FACT,
+                },
+                "projects": {
+                    "type": "array",
+                    "description": "Groups only: full_path, id, values (interval=all).",
+                    "items": _FACT,
+                },
+            },
+        },
+    }
+)
+
+
 def document_for(app: web.Application) -> dict[str, Any]:
     """The document restricted to the (path, method) pairs `app` has registered."""
     registered: set[tuple[str, str]] = set()
