@@ -54,7 +54,7 @@ async def page_load(browser, url: str) -> tuple[float, int, int]:
     )
     page = await context.new_page()
     requests = []
-    page.on("requestfinished", requests.append)
+    page.on("requestfinished", lambda request: requests.append(request))
     await page.goto(url)
     await page.wait_for_selector("body[data-ready=true]", timeout=30_000)
     ready = await page.evaluate("performance.getEntriesByName('dora-ready')[0].startTime")

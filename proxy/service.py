@@ -197,30 +197,50 @@ class DoraService:
             return Answer(stale, "stale", 0)
         return Answer(body, "miss", int(ttl))
 
-    async def counted_facts(
+    async def checked(
         self,
         container: str,
         id_or_path: str,
         credential: Credential | None,
         unchecked: UncheckedQuery,
-    ) -> CountedFacts:
-        """The extension endpoints' pipeline (proxy/web/extensions.py): the same permission
-        check, validation, collector and facts caches as `metrics`, for all four metrics."""
+    ) -> tuple[ContainerInfo, DoraQuery]:
+        """The extension endpoints' first steps (proxy/web/extensions.py): the same permission
+        check, then validation, as `metrics`."""
         client = functools.cache(lambda: self.upstream.client(credential))
         info = await self.permissions.authorize(client, credential, container, id_or_path)
-        query = validate_query(unchecked)
+        return info, validate_query(unchecked)
+
+    async def extension_key(
+        self, kind: str, container: str, info: ContainerInfo, query: DoraQuery
+    ) -> tuple[str, float]:
+        """Cache key and lifetime of an extension answer: the DORA answer's own (webhook
+        generation included), suffixed with the endpoint's kind."""
+        key, _ = await self._answer_keys(container, info, query)
+        ttl = self.policy.ttl_past if query.end_date < self.today() else self.policy.ttl_current
+        return f"{key}|{kind}", ttl
+
+    async def counted_facts(
+        self,
+        container: str,
+        info: ContainerInfo,
+        query: DoraQuery,
+        credential: Credential | None,
+    ) -> CountedFacts:
+        """Every fact of the window for all four metrics, from the same collector and facts
+        caches as `metrics`; call only after `checked` allowed the caller."""
+        gl = self.upstream.client(credential)
         tiers = query.environment_tiers
         need = Need(merge_requests=True, incidents="production" in tiers, tiers=frozenset(tiers))
         if container == "project":
             facts = [
                 await self.collector.project_facts(
-                    client(), info.id, query.start_date, query.end_date, need
+                    gl, info.id, query.start_date, query.end_date, need
                 )
             ]
             return CountedFacts(info, query, facts, {info.id: info.full_path})
-        projects = await self.collector.group_projects(client(), info)
+        projects = await self.collector.group_projects(gl, info)
         facts = await self.collector.group_facts(
-            client(), info, projects, query.start_date, query.end_date, need
+            gl, info, projects, query.start_date, query.end_date, need
         )
         return CountedFacts(info, query, facts, {p.id: p.full_path for p in projects})
 

@@ -10,81 +10,92 @@ needed and `interval` is checked but has no effect (every answer covers the whol
 from __future__ import annotations
 
 import asyncio
-import functools
+import hashlib
+import json
 from collections.abc import Callable
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from aiohttp import web
 from multidict import MultiDict
 
+from proxy.cache.lifetimes import put
 from proxy.errors import GatewayTimeout
 from proxy.explain import explain, facts_body, summary
 from proxy.facts import dumps
 from proxy.query import parse_query
 from proxy.service import CountedFacts
 from proxy.web.handlers import REQUEST_DEADLINE, SERVICE, credential_from
-from proxy.web.routing import add_route, count_upstream_calls
+from proxy.web.routing import CACHE_STATUS, add_route, count_upstream_calls
 
 PREFIX = "/-/api/v1"
 LEVELS = web.AppKey("dora_levels", dict)
+LEVELS_ID = web.AppKey("dora_levels_id", str)
 # Any value: the extension endpoints compute every metric; `metric` only satisfies parse_query.
 _ANY_METRIC = ("metric", "deployment_frequency")
 
 
-async def _counted(request: web.Request, container: str) -> CountedFacts:
+Build = Callable[[CountedFacts, ZoneInfo], dict[str, Any]]
+
+
+async def _answer(request: web.Request, container: str, kind: str, build: Build) -> web.Response:
+    """Permission and validation as the DORA API, then the answer from the answer cache (key:
+    the DORA answer's, webhook generation included) or computed from the facts and stored."""
     service = request.app[SERVICE]
     count_upstream_calls()
     # The caller's own `metric` is overridden (last one wins): these answers cover all four.
     unchecked = parse_query(MultiDict([*request.query.items(), _ANY_METRIC]), service.today())
+    credential = credential_from(request)
     try:
         async with asyncio.timeout(request.app[REQUEST_DEADLINE]):
-            return await service.counted_facts(
-                container, request.match_info["id"], credential_from(request), unchecked
+            info, query = await service.checked(
+                container, request.match_info["id"], credential, unchecked
             )
+            key, ttl = await service.extension_key(kind, container, info, query)
+            body = await service.storage.get(key)
+            request[CACHE_STATUS] = "hit" if body is not None else "miss"
+            if body is None:
+                counted = await service.counted_facts(container, info, query, credential)
+                tz = service.collector.policy.tz
+                # Pure CPU work (a large group's facts) off the event loop, as the DORA API.
+                loop = asyncio.get_running_loop()
+                body = await loop.run_in_executor(None, lambda: dumps(build(counted, tz)))
+                await put(service.storage, key, body, ttl)
     except TimeoutError:
         raise GatewayTimeout(detail="request deadline exceeded") from None
-
-
-def _json(body: Any) -> web.Response:
     return web.Response(
-        body=dumps(body),
+        body=body,
         headers={
             "Content-Type": "application/json",
             "Cache-Control": "private, no-cache",
             "Vary": "PRIVATE-TOKEN, Authorization",
+            "X-Dora-Proxy-Cache": request[CACHE_STATUS],
         },
     )
 
 
-async def _off_loop(function: Callable[[], Any]) -> Any:
-    """Pure CPU work (a large group's facts) off the event loop, as the DORA API does."""
-    return await asyncio.get_running_loop().run_in_executor(None, function)
+def _facts(counted: CountedFacts, tz: ZoneInfo) -> dict[str, Any]:
+    query = counted.query
+    explained = explain(
+        counted.facts,
+        counted.paths,
+        tiers=query.environment_tiers,
+        start_date=query.start_date,
+        end_date=query.end_date,
+        tz=tz,
+    )
+    return {
+        "start_date": query.start_date.isoformat(),
+        "end_date": query.end_date.isoformat(),
+        "environment_tiers": list(query.environment_tiers),
+        **facts_body(explained),
+    }
 
 
 def _facts_handler(container: str) -> Callable[[web.Request], Any]:
     async def handler(request: web.Request) -> web.Response:
         """GET /-/api/v1/{projects|groups}/{id}/dora/facts."""
-        counted = await _counted(request, container)
-        query = counted.query
-        explained = await _off_loop(
-            functools.partial(
-                explain,
-                counted.facts,
-                counted.paths,
-                tiers=query.environment_tiers,
-                start_date=query.start_date,
-                end_date=query.end_date,
-                tz=request.app[SERVICE].collector.policy.tz,
-            )
-        )
-        return _json(
-            {
-                "start_date": query.start_date.isoformat(),
-                "end_date": query.end_date.isoformat(),
-                "environment_tiers": list(query.environment_tiers),
-                **facts_body(explained),
-            }
-        )
+        return await _answer(request, container, "facts", _facts)
 
     return handler
 
@@ -92,34 +103,41 @@ def _facts_handler(container: str) -> Callable[[web.Request], Any]:
 def _summary_handler(container: str) -> Callable[[web.Request], Any]:
     async def handler(request: web.Request) -> web.Response:
         """GET /-/api/v1/{projects|groups}/{id}/dora/summary."""
-        counted = await _counted(request, container)
-        query = counted.query
-        body = await _off_loop(
-            functools.partial(
-                summary,
+        levels = request.app[LEVELS]
+
+        def build(counted: CountedFacts, tz: ZoneInfo) -> dict[str, Any]:
+            query = counted.query
+            return summary(
                 counted.facts,
                 counted.paths,
-                request.app[LEVELS],
+                levels,
                 tiers=query.environment_tiers,
                 start_date=query.start_date,
                 end_date=query.end_date,
-                tz=request.app[SERVICE].collector.policy.tz,
+                tz=tz,
                 per_project=container == "group",
             )
-        )
-        return _json(body)
+
+        # The levels in force are part of the key: a new thresholds file is never hidden.
+        return await _answer(request, container, f"summary:{request.app[LEVELS_ID]}", build)
 
     return handler
 
 
 async def levels(request: web.Request) -> web.Response:
     """GET /-/api/v1/dora/levels: the performance thresholds in force (no token needed)."""
-    return _json(request.app[LEVELS])
+    return web.Response(
+        body=dumps(request.app[LEVELS]),
+        headers={"Content-Type": "application/json", "Cache-Control": "no-cache"},
+    )
 
 
 def setup(app: web.Application, levels_data: dict[str, Any]) -> None:
     """Register the extension routes; `levels_data` from `proxy.explain.load_levels`."""
     app[LEVELS] = levels_data
+    app[LEVELS_ID] = hashlib.sha256(json.dumps(levels_data, sort_keys=True).encode()).hexdigest()[
+        :12
+    ]
     for container in ("project", "group"):
         base = f"{PREFIX}/{container}s/{{id}}/dora"
         add_route(app, "GET", f"{base}/facts", _facts_handler(container), f"{container}_facts")

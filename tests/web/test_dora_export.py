@@ -96,7 +96,6 @@ async def test_a_scrape_never_waits_on_gitlab_and_failures_are_logged_once(
         export="project:team/api",
         export_token=TOKEN,
         export_interval=0.05,
-        request_deadline=0.5,
         permission_ttl=0.0,
         answer_ttl_current=0.0,
         recent_answer_ttl=0.0,
@@ -105,8 +104,10 @@ async def test_a_scrape_never_waits_on_gitlab_and_failures_are_logged_once(
     await wait_for_rounds(stack, 1)
     before = samples((await stack.get("/metrics"))[1])
     assert ("gitlab_dora_deployment_frequency", "project", "team/api") in before
+    export = stack.client.app[EXPORT]
+    export.deadline = 0.3  # from now on (the first round had request_deadline, 20 s)
     stack.fake.faults.hang = 5.0  # GitLab stops answering
-    rounds = stack.client.app[EXPORT].rounds
+    rounds = export.rounds
     await wait_for_rounds(stack, rounds + 3)  # three rounds, each cut at its deadline
     started = time.monotonic()
     status, text = await stack.get("/metrics")

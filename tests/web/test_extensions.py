@@ -153,3 +153,25 @@ async def test_levels_endpoint_serves_the_thresholds_in_force(world, start_stack
     status, body = await stack.get("/-/api/v1/dora/levels")
     assert status == 200
     assert json.loads(body)["year"] == 1999
+
+
+@pytest.mark.parametrize("endpoint", ["facts", "summary"])
+async def test_an_answer_is_cached_like_the_apis_after_the_permission_check(
+    world, start_stack, endpoint
+):
+    build_team(world)
+    stack = await start_stack(world, now=NOW)
+    url = f"/-/api/v1/groups/40/dora/{endpoint}?{WINDOW}"
+    first = await stack.client.get(url, headers=RITA)
+    assert (first.status, first.headers["X-Dora-Proxy-Cache"]) == (200, "miss")
+    calls = len(stack.fake.data_calls())
+    again = await stack.client.get(url, headers=RITA)
+    assert (again.status, again.headers["X-Dora-Proxy-Cache"]) == (200, "hit")
+    assert await again.read() == await first.read()
+    assert len(stack.fake.data_calls()) == calls
+    # A cached answer is never served to a caller who may not read the group.
+    status, body = await stack.get(url, {"PRIVATE-TOKEN": "tok-devon"})
+    assert (status, json.loads(body)) == (
+        401,
+        {"message": "You do not have permission to access dora metrics."},
+    )
