@@ -28,12 +28,12 @@ from multidict import MultiDict
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from proxy.credentials import Credential
 from proxy.errors import ProxyError
-from proxy.query import METRICS, parse_query
-from proxy.service import DoraService
+from proxy.query import METRICS
+from proxy.service import DoraRequest, DoraService
 from proxy.settings import Settings
 from proxy.telemetry.prometheus import TELEMETRY
-from proxy.upstream.client import Credential
 
 log = structlog.get_logger("proxy.dora_export")
 
@@ -137,8 +137,8 @@ class DoraExport(Collector):
         values: dict[str, float | None] = {}
         for metric in METRICS:
             params["metric"] = metric
-            answer = await self.service.metrics(
-                target.kind, target.path, self._credential, parse_query(params, today)
+            answer = await self.service.answer(
+                DoraRequest(target.kind, target.path, params.copy()), self._credential
             )
             value = json.loads(answer.body)[0]["value"]
             values[metric] = float(value) if value is not None else None

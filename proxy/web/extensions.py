@@ -20,13 +20,15 @@ from aiohttp import web
 from multidict import MultiDict
 
 from proxy.cache.lifetimes import put
+from proxy.credentials import credential_from
 from proxy.errors import GatewayTimeout
 from proxy.explain import explain, facts_body, summary
 from proxy.facts import dumps
 from proxy.query import parse_query
 from proxy.service import CountedFacts
-from proxy.web.handlers import REQUEST_DEADLINE, SERVICE, credential_from
-from proxy.web.routing import CACHE_STATUS, add_route, count_upstream_calls
+from proxy.upstream import count_upstream_calls
+from proxy.web.handlers import SERVICE
+from proxy.web.routing import CACHE_STATUS, add_route
 
 PREFIX = "/-/api/v1"
 LEVELS = web.AppKey("dora_levels", dict)
@@ -45,9 +47,9 @@ async def _answer(request: web.Request, container: str, kind: str, build: Build)
     count_upstream_calls()
     # The caller's own `metric` is overridden (last one wins): these answers cover all four.
     unchecked = parse_query(MultiDict([*request.query.items(), _ANY_METRIC]), service.today())
-    credential = credential_from(request)
+    credential = credential_from(request.headers)
     try:
-        async with asyncio.timeout(request.app[REQUEST_DEADLINE]):
+        async with asyncio.timeout(service.deadline):
             info, query = await service.checked(
                 container, request.match_info["id"], credential, unchecked
             )
