@@ -70,8 +70,11 @@ def explain(
     start_date: date,
     end_date: date,
     tz: ZoneInfo,
+    web_base: str | None = None,
 ) -> Explained:
-    """The facts `dora.compute_metric` counts for this window and these tiers, per project."""
+    """The facts `dora.compute_metric` counts for this window and these tiers, per project.
+
+    `web_base` (GitLab's base URL) builds each deployment's link: its job's page."""
     tier_set = frozenset(tiers)
     deployments: list[dict[str, Any]] = []
     merge_requests: list[dict[str, Any]] = []
@@ -98,12 +101,15 @@ def explain(
                 {
                     "project": project,
                     "id": deployment.id,
-                    "iid": deployment.iid,
                     "environment": environment.name,
                     "tier": environment.tier,
                     "finished_at": format_time(deployment.finished_at),
                     "day": day.isoformat(),
-                    "web_url": deployment.web_url,
+                    "web_url": (
+                        f"{web_base}/{project}/-/jobs/{deployment.job_id}"
+                        if web_base and deployment.job_id is not None and facts.project_id in paths
+                        else None
+                    ),
                 }
             )
             for mr in links.get(deployment.id, ()):

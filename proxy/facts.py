@@ -28,9 +28,9 @@ class Deployment:
     id: int
     environment_id: int
     finished_at: datetime
-    # For people (the drill-down), not for the arithmetic; absent in entries cached before.
-    iid: int | None = None
-    web_url: str | None = None
+    # The deployment job's id, for people (the drill-down links to its page), not for the
+    # arithmetic. One small int, not a URL: a large group decodes tens of thousands of these.
+    job_id: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,28 +129,21 @@ def _people(record: dict, iid: int | None, web_url: str | None) -> dict:
 
 def deployments_to_json(items: tuple[Deployment, ...]) -> list[dict]:
     return [
-        _people(
-            {
-                "id": d.id,
-                "environment_id": d.environment_id,
-                "finished_at": _encode_time(d.finished_at),
-            },
-            d.iid,
-            d.web_url,
-        )
+        {"id": d.id, "environment_id": d.environment_id, "finished_at": _encode_time(d.finished_at)}
+        if d.job_id is None
+        else {
+            "id": d.id,
+            "environment_id": d.environment_id,
+            "finished_at": _encode_time(d.finished_at),
+            "job_id": d.job_id,
+        }
         for d in items
     ]
 
 
 def deployments_from_json(data: list[dict]) -> tuple[Deployment, ...]:
     return tuple(
-        Deployment(
-            d["id"],
-            d["environment_id"],
-            parse_time(d["finished_at"]),
-            d.get("iid"),
-            d.get("web_url"),
-        )
+        Deployment(d["id"], d["environment_id"], parse_time(d["finished_at"]), d.get("job_id"))
         for d in data
     )
 

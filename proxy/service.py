@@ -114,6 +114,7 @@ class CountedFacts:
     query: DoraQuery
     facts: list[ProjectFacts]
     paths: dict[int, str]
+    web_base: str  # GitLab's base URL, for links
 
 
 @dataclass(frozen=True, slots=True)
@@ -308,12 +309,15 @@ class DoraService:
                     session, info.id, query.start_date, query.end_date, need
                 )
             ]
-            return CountedFacts(info, query, facts, {info.id: info.full_path})
+            return CountedFacts(
+                info, query, facts, {info.id: info.full_path}, self.upstream.base_url
+            )
         projects = await self.collector.group_projects(session, info)
         facts = await self.collector.group_facts(
             session, info, projects, query.start_date, query.end_date, need
         )
-        return CountedFacts(info, query, facts, {p.id: p.full_path for p in projects})
+        paths = {p.id: p.full_path for p in projects}
+        return CountedFacts(info, query, facts, paths, self.upstream.base_url)
 
     async def _compute_and_store(
         self,

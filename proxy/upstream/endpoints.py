@@ -127,8 +127,7 @@ def deployments(items: Iterable[Json]) -> tuple[Deployment, ...]:
                 int(item["id"]),
                 int(item["environment"]["id"]),
                 parse_time(finished),
-                optional_int(item.get("iid")),
-                optional_url(deployable.get("web_url")),
+                optional_int(deployable.get("id")),
             )
         )
     return tuple(result)

@@ -85,6 +85,7 @@ def _facts(counted: CountedFacts, tz: ZoneInfo) -> dict[str, Any]:
         start_date=query.start_date,
         end_date=query.end_date,
         tz=tz,
+        web_base=counted.web_base,
     )
     return {
         "start_date": query.start_date.isoformat(),

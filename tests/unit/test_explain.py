@@ -35,7 +35,7 @@ def hand_built() -> ProjectFacts:
     created in the window (restored in 30 min and 3 h), one created before and closed in it."""
     environments = (Environment(1, "production", "production"), Environment(2, "stage", "staging"))
     deployments = (
-        Deployment(10, 1, t(2, 12), 1, "https://gitlab.test/-/jobs/10"),
+        Deployment(10, 1, t(2, 12), 910),
         Deployment(11, 1, t(2, 13)),
         Deployment(12, 1, t(2, 14)),
         Deployment(13, 1, t(5, 12)),
@@ -83,7 +83,13 @@ def test_percentiles_against_hand_computed_values() -> None:
 def test_listed_facts_are_exactly_the_counted_ones() -> None:
     project = hand_built()
     got = explain(
-        [project], {7: "g/app"}, tiers=("production",), start_date=START, end_date=END, tz=UTC_TZ
+        [project],
+        {7: "g/app"},
+        tiers=("production",),
+        start_date=START,
+        end_date=END,
+        tz=UTC_TZ,
+        web_base="https://gitlab.test",
     )
     assert [d["id"] for d in got.deployments] == [10, 11, 12, 13]
     days = (END - START).days + 1
@@ -91,12 +97,11 @@ def test_listed_facts_are_exactly_the_counted_ones() -> None:
     assert got.deployments[0] == {
         "project": "g/app",
         "id": 10,
-        "iid": 1,
         "environment": "production",
         "tier": "production",
         "finished_at": "2024-03-02T12:00:00.000Z",
         "day": "2024-03-02",
-        "web_url": "https://gitlab.test/-/jobs/10",
+        "web_url": "https://gitlab.test/g/app/-/jobs/910",
     }
     assert [(m["id"], m["lead_time_seconds"]) for m in got.merge_requests] == [
         (100, 3600.0),
@@ -219,8 +224,10 @@ def test_cached_entries_without_the_new_fields_still_decode() -> None:
     """Entries written before iid/web_url existed decode (with None); new ones round-trip."""
     old = b'[{"id":1,"environment_id":2,"finished_at":"2024-03-01T00:00:00+00:00"}]'
     (deployment,) = f.deployments_from_json(f.loads(old))  # type: ignore[arg-type]
-    assert (deployment.iid, deployment.web_url) == (None, None)
+    assert deployment.job_id is None
     assert f.dumps(f.deployments_to_json((deployment,))) == old
+    linked = Deployment(1, 2, t(1, 0), 77)
+    assert f.deployments_from_json(f.deployments_to_json((linked,))) == (linked,)
     (mr,) = f.merge_requests_from_json([{"id": 3, "merged_at": None}])
     assert mr.iid is None
     (incident,) = f.incidents_from_json(

@@ -40,6 +40,11 @@ async def test_facts_counts_equal_the_metrics_they_explain(world, start_stack, c
     mr = facts["merge_requests"][0]
     assert mr["iid"] is not None and mr["web_url"].startswith("http://gitlab.example.com/")
     assert mr["lead_time_seconds"] > 0
+    deployment = facts["deployments"][0]
+    # The job's page on the upstream GitLab (the fake's job ids are 5 000 000 + deployment id).
+    assert deployment["web_url"] == (
+        f"{stack.fake.url}/{deployment['project']}/-/jobs/{5_000_000 + deployment['id']}"
+    )
     incident = facts["incidents"][0]
     assert incident["web_url"].endswith(f"/-/issues/{incident['iid']}")
 

@@ -283,7 +283,7 @@
     const parts = [];
     if (metric === "deployment_frequency" || metric === "change_failure_rate") {
       parts.push(factsTable("Deployments", ["Project", "Deployment", "Environment", "Tier", "Finished at"],
-        deployments.map((d) => [d.project, link(`#${d.iid ?? d.id}`, d.web_url), d.environment, d.tier, d.finished_at])));
+        deployments.map((d) => [d.project, link(`#${d.id}`, d.web_url), d.environment, d.tier, d.finished_at])));
     }
     if (metric === "lead_time_for_changes") {
       parts.push(factsTable("Merge requests", ["Project", "Merge request", "Merged at", "Deployed at", "Lead time"],
