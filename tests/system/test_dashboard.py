@@ -54,13 +54,19 @@ class Recorder:
 
     def __init__(self, page) -> None:
         self.requests: list[str] = []
+        self.tokens: dict[str, str | None] = {}  # data request URL -> its PRIVATE-TOKEN header
         self.errors: list[str] = []
-        page.on("request", lambda request: self.requests.append(request.url))
+        page.on("request", self._request)
         page.on(
             "console",
             lambda message: message.type == "error" and self.errors.append(message.text),
         )
         page.on("pageerror", lambda error: self.errors.append(str(error)))
+
+    def _request(self, request) -> None:
+        self.requests.append(request.url)
+        if "/api/v4/" in request.url or "/dora/facts" in request.url or "/summary" in request.url:
+            self.tokens[request.url] = request.headers.get("private-token")
 
     def other_origins(self, base_url: str) -> list[str]:
         origin = urlsplit(base_url)[:2]
@@ -142,6 +148,10 @@ async def test_project_view_shows_the_apis_answers_and_drills_down(world, start_
     assert expected and await listed.count() == len(expected)
     assert day in await page.locator("#drill-title").inner_text()
 
+    # Every data request carried the token as a header, and no URL ever held it.
+    assert len(recorder.tokens) == 6  # four metrics, the summary, the facts
+    assert set(recorder.tokens.values()) == {"tok-rita"}
+    assert not any("tok-rita" in unquote(url) for url in recorder.requests)
     if WRITE_SCREENSHOTS:
         await page.screenshot(path=str(DOCS / "dashboard-project.png"), full_page=True)
     assert recorder.other_origins(stack.base_url) == []
