@@ -52,7 +52,8 @@
   function human(metric, value, interval) {
     if (value === null || value === undefined) return "no data";
     if (metric === "deployment_frequency") {
-      return interval === "daily" ? `${value} deployments` : `${round(value)} per day`;
+      if (interval !== "daily") return `${round(value)} per day`;
+      return value === 1 ? "1 deployment" : `${value} deployments`;
     }
     if (metric === "change_failure_rate") return `${round(value * 100)} %`;
     return duration(value);
