@@ -65,10 +65,6 @@ class DayEntries:
     month: Callable[[str], str]
 
 
-def _month(day: date) -> str:
-    return f"{day.year:04d}-{day.month:02d}"
-
-
 @dataclass(frozen=True, slots=True)
 class Need:
     """What a request needs besides environments and deployments."""
@@ -310,11 +306,12 @@ class FactsCollector:
         fetched and counts only for `ttl_settled` after it; a recent day from its own entry. A
         day of the last two that settled while its own entry still lives is read from there."""
         now = self.clock()
-        settled = {day for day in days if self.calendar.is_settled(day, now)}
+        unsettled = self._first_unsettled(now)
+        settled = {day for day in days if day < unsettled}
         found: dict[date, list] = {}
         wanted = {day.isoformat(): day for day in settled}
         oldest = now.timestamp() - self.policy.ttl_settled
-        for month in sorted({_month(day) for day in settled}):
+        for month in sorted({text[:7] for text in wanted}):
             cached = await self.storage.get(entries.month(month))
             self.telemetry.cache_lookup("facts", cached is not None)
             if cached is None:
@@ -333,15 +330,21 @@ class FactsCollector:
                 found[day] = f.loads(cached)  # type: ignore[assignment]
         return found, [day for day in days if day not in found]
 
+    def _first_unsettled(self, now: datetime) -> date:
+        """Days before this one are settled at `now` (today never is)."""
+        return min(self.calendar.recent_days(now), default=self.calendar.local_day(now))
+
     async def _write_days(self, entries: DayEntries, by_day: dict[date, list]) -> None:
         """Store freshly fetched days: recent ones alone, settled ones merged into their
         month's entry (days fetched earlier keep their own fetch time)."""
         now = self.clock()
+        unsettled = self._first_unsettled(now)
         items: list[tuple[str, bytes, float]] = []
         months: dict[str, dict[str, list]] = {}
         for day, value in by_day.items():
-            if self.calendar.is_settled(day, now):
-                months.setdefault(_month(day), {})[day.isoformat()] = [now.timestamp(), value]
+            if day < unsettled:
+                text = day.isoformat()
+                months.setdefault(text[:7], {})[text] = [now.timestamp(), value]
             else:
                 items.append((entries.day(day), f.dumps(value), self.policy.ttl_recent))
         oldest = now.timestamp() - self.policy.ttl_settled
