@@ -102,3 +102,35 @@ async def test_a_lead_time_read_before_mrs_are_linked_lives_only_until_then(star
     later = await answer(stack, "lead_time_for_changes")
     assert later != early
     assert later == await fresh(start_stack, stack, "lead_time_for_changes", moment["now"])
+
+
+async def test_a_settled_day_counts_for_facts_ttl_settled_after_its_own_fetch(start_stack) -> None:
+    """Settled days share one cache entry per month; adding a day later to that entry must not
+    extend the life of the days fetched before it."""
+    moment = {"now": NOW}
+    stack = await start_stack(
+        acme_world(),
+        now=lambda: moment["now"],
+        facts_ttl_settled=3600.0,
+        answer_ttl_past=0.0,  # every request reads the facts
+        **NO_MEMORY,
+    )
+    first = (
+        "/api/v4/projects/20/dora/metrics?metric=deployment_frequency"
+        "&start_date=2024-03-01&end_date=2024-03-05"
+    )
+    second = first.replace("2024-03-01", "2024-03-06").replace("2024-03-05", "2024-03-10")
+
+    async def deployment_calls(path: str) -> int:
+        stack.fake.reset_calls()
+        status, body = await stack.get(path, RITA)
+        assert status == 200, body
+        return len(stack.fake.calls_of("deployments"))
+
+    assert await deployment_calls(first) == 1
+    moment["now"] = NOW + timedelta(minutes=50)
+    assert await deployment_calls(second) == 1  # merged into March's entry
+    assert await deployment_calls(first) == 0
+    moment["now"] = NOW + timedelta(minutes=61)
+    assert await deployment_calls(first) == 1  # its days were fetched 61 minutes ago
+    assert await deployment_calls(second) == 0  # these 11 minutes ago
