@@ -206,6 +206,8 @@ class Outcome:
     requests: Counter[str] = field(default_factory=Counter)
     calls_by_kind: Counter[str] = field(default_factory=Counter)
     background_calls: int = 0
+    quiet_latencies: list[float] = field(default_factory=list)  # requests without a call
+    layers: Counter[str] = field(default_factory=Counter)  # X-Dora-Proxy-Cache of answers
     with_data_calls: int = 0  # requests that made a data call (not only permission look-ups)
     warm_calls: int = 0
     checked: int = 0
@@ -401,8 +403,12 @@ async def _request(
     t0 = time.perf_counter()
     async with http.get(proxy_server.make_url(url), headers=headers) as response:
         body = await response.read()
-    outcome.latencies.append(time.perf_counter() - t0)
+    elapsed = time.perf_counter() - t0
+    outcome.latencies.append(elapsed)
     made = fake.calls[before:]
+    outcome.layers[response.headers.get("X-Dora-Proxy-Cache", "?")] += 1
+    if not made:
+        outcome.quiet_latencies.append(elapsed)
     outcome.requests[who] += 1
     outcome.statuses[response.status] += 1
     if made:
@@ -436,6 +442,7 @@ def report(results: dict[str, Outcome]) -> None:
                 f"{100 * (total - o.with_data_calls) / total:.2f} %",
                 f"{1000 * percentile(o.latencies, 50):.2f}",
                 f"{1000 * percentile(o.latencies, 99):.2f}",
+                f"{1000 * percentile(o.quiet_latencies, 99):.2f}",
                 f"{(calls + o.background_calls) / o.hours:.0f}",
                 f"{calls} + {o.background_calls}",
                 f"{o.checked - o.mismatches}/{o.checked}",
@@ -453,6 +460,7 @@ def report(results: dict[str, Outcome]) -> None:
                 "no data call",
                 "p50 ms",
                 "p99 ms",
+                "p99 ms, no call",
                 "upstream calls / hour",
                 "calls: in requests + after",
                 "identical to fresh",
@@ -468,6 +476,7 @@ def report(results: dict[str, Outcome]) -> None:
         print(
             f"- {mode}: calls in requests by kind: {kinds or 'none'}; statuses {dict(o.statuses)}"
         )
+        print(f"  answered by layer (X-Dora-Proxy-Cache): {dict(o.layers)}")
         if o.mismatch_examples:
             print(f"  mismatches, e.g.: {o.mismatch_examples}")
 
