@@ -376,20 +376,25 @@ class FactsCollector:
         self, session: UpstreamSession, project_id: int, deployment: Deployment
     ) -> tuple[MergeRequest, ...]:
         key = self.keys.merge_requests(project_id, deployment.id)
+        linked_by = deployment.finished_at + MR_LINK_DELAY
         cached = await self.storage.get(key)
+        if cached is None and self.clock() < linked_by:
+            # A young deployment's list, kept only until GitLab has surely linked its MRs: every
+            # answer computed meanwhile lives no longer (`provisional_for`), and is the same.
+            cached = await self.storage.get(self.keys.young_merge_requests(key))
         self.telemetry.cache_lookup("facts", cached is not None)
         if cached is not None:
             return f.merge_requests_from_json(f.loads(cached))  # type: ignore[arg-type]
 
         async def fetch() -> tuple[MergeRequest, ...]:
             mrs = await session.fetch_deployment_merge_requests(project_id, deployment.id)
-            if deployment.finished_at + MR_LINK_DELAY <= self.clock():
-                await put(
-                    self.storage,
-                    key,
-                    f.dumps(f.merge_requests_to_json(mrs)),
-                    self.policy.ttl_settled,
-                )
+            now = self.clock()
+            value = f.dumps(f.merge_requests_to_json(mrs))
+            if linked_by <= now:
+                await put(self.storage, key, value, self.policy.ttl_settled)
+            else:
+                young = min((linked_by - now).total_seconds(), self.policy.ttl_recent)
+                await put(self.storage, self.keys.young_merge_requests(key), value, young)
             return mrs
 
         return await self.flights.run(key, fetch)
@@ -486,13 +491,14 @@ class FactsCollector:
         return result
 
 
-def provisional_for(facts: Iterable[ProjectFacts], now: datetime) -> float | None:
-    """Seconds until the youngest deployment whose MR list was read is `MR_LINK_DELAY` old, or
-    None if all are. GitLab links MRs to a deployment asynchronously, so a lead time computed
-    from a younger deployment's list may still change without any webhook."""
-    youngest = max(
+def provisional_for(facts: Iterable[ProjectFacts], since: datetime, now: datetime) -> float | None:
+    """How long an answer computed from `facts` (gathered from `since` on) may live, or None
+    for no limit. GitLab links MRs to a deployment asynchronously (within `MR_LINK_DELAY`), so
+    a lead time that read a deployment's MR list while it was younger may still change without
+    any webhook: it lives until that deployment is `MR_LINK_DELAY` old (0: do not keep it)."""
+    linked_by = max(
         (
-            d.finished_at
+            d.finished_at + MR_LINK_DELAY
             for p in facts
             if p.merge_requests
             for d in p.deployments
@@ -500,9 +506,9 @@ def provisional_for(facts: Iterable[ProjectFacts], now: datetime) -> float | Non
         ),
         default=None,
     )
-    if youngest is None or youngest + MR_LINK_DELAY <= now:
+    if linked_by is None or linked_by <= since:
         return None
-    return (youngest + MR_LINK_DELAY - now).total_seconds()
+    return max((linked_by - now).total_seconds(), 0.0)
 
 
 def merge_incident_days(

@@ -332,6 +332,7 @@ class DoraService:
         stale_key: str,
         ttl: float,
     ) -> bytes:
+        started = self.clock()
         need = Need(
             merge_requests=query.metric == "lead_time_for_changes",
             incidents="production" in query.environment_tiers,
@@ -360,7 +361,7 @@ class DoraService:
             ),
         )
         if need.merge_requests:
-            provisional = provisional_for(facts, self.clock())
+            provisional = provisional_for(facts, started, self.clock())
             if provisional is not None and provisional < ttl:
                 ttl = provisional
                 if len(self._short_lived) < 1024:

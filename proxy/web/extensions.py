@@ -58,14 +58,20 @@ async def _answer(request: web.Request, container: str, kind: str, build: Build)
             body = await service.storage.get(key)
             request[CACHE_STATUS] = "hit" if body is not None else "miss"
             if body is None:
+                started = service.clock()
                 counted = await service.counted_facts(container, info, query, credential)
                 tz = service.collector.policy.tz
                 # Pure CPU work (a large group's facts) off the event loop, as the DORA API.
                 loop = asyncio.get_running_loop()
                 body = await loop.run_in_executor(None, lambda: dumps(build(counted, tz)))
                 # MR lists of deployments younger than 10 minutes may still change (collect.py)
-                provisional = provisional_for(counted.facts, service.clock())
-                await put(service.storage, key, body, min(ttl, provisional or ttl))
+                provisional = provisional_for(counted.facts, started, service.clock())
+                await put(
+                    service.storage,
+                    key,
+                    body,
+                    ttl if provisional is None else min(ttl, provisional),
+                )
     except TimeoutError:
         raise GatewayTimeout(detail="request deadline exceeded") from None
     return web.Response(
