@@ -23,7 +23,7 @@ from proxy.telemetry import prometheus as observability
 from proxy.telemetry.access_log import REQUEST_LOG
 from proxy.telemetry.prometheus import READINESS, READINESS_TIMEOUT, TELEMETRY, Readiness, Telemetry
 from proxy.upstream.client import Upstream
-from proxy.web import handlers, openapi, webhooks
+from proxy.web import graphql, handlers, openapi, passthrough, webhooks
 from proxy.web.routing import add_route, add_unrouted
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -153,11 +153,15 @@ def create_app(
     app.cleanup_ctx.append(resources)
     for name, path in API_ROUTES:
         add_route(app, "GET", path, handlers.dora_metrics, name)
+    add_route(app, "GET", graphql.PATH, graphql.graphql_endpoint, "graphql")
+    add_route(app, "POST", graphql.PATH, graphql.graphql_endpoint, "graphql")
     add_route(app, "GET", "/-/health", handlers.health, "health")
     add_route(app, "GET", "/-/readiness", observability.readiness, "readiness")
     add_route(app, "GET", "/-/liveness", observability.liveness, "liveness")
     add_route(app, "GET", "/metrics", observability.metrics_endpoint, "metrics")
     add_route(app, "GET", openapi.PATH, openapi.openapi, "openapi")
     webhooks.setup(app, settings.webhook_secret)
-    add_unrouted(app)  # last: the router tries it after every other route
+    forwarding = passthrough.setup(app, settings)
+    # last: the router tries it after every other route
+    add_unrouted(app, passthrough.handle if forwarding else None)
     return app
