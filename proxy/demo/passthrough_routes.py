@@ -3,7 +3,8 @@
 - `PUT /api/v4/projects/:id/packages/generic/:package/:version/:file` stores a body (generic
   package upload, GitLab's raw-body upload API); `GET` the same path downloads it; `DELETE`
   removes it. The package named `generated` serves `<size>.bin` made on the fly (a repeating
-  pattern, `size` bytes, in chunks), so a test can download hundreds of MB nobody holds.
+  pattern, `size` bytes, in chunks), so a test can download hundreds of MB nobody holds;
+  the package `moved` answers 302 with a `Location` naming the same file under `generated`.
 - `POST /api/v4/projects/:id/issues` creates nothing but answers 201 with what it received.
 
 Every request lands in `fake.received` (method, path, body length and SHA-256, content type),
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
 
 PACKAGE_PATH = "/api/v4/projects/{id}/packages/generic/{package}/{version}/{file}"
 GENERATED = "generated"
+MOVED = "moved"  # GET answers 302 to the same file under `generated`
 PATTERN = bytes(range(256)) * 256  # 64 KiB
 MAX_STORED = 64 * 1024 * 1024  # bytes one stored upload may keep in memory (tests stay small)
 
@@ -37,7 +39,7 @@ class Received:
     length: int
     sha256: str
     content_type: str
-    headers: dict[str, str]
+    headers: dict[str, str]  # every header received (tokens included: tests only, never logged)
 
 
 def pattern_bytes(size: int) -> bytes:
@@ -89,11 +91,7 @@ class _Routes:
                 length=length,
                 sha256=digest.hexdigest(),
                 content_type=request.headers.get("Content-Type", ""),
-                headers={
-                    name: request.headers[name]
-                    for name in ("X-Custom", "If-Match", "Accept-Encoding")
-                    if name in request.headers
-                },
+                headers=dict(request.headers),
             )
         )
         return bytes(kept)
@@ -112,6 +110,11 @@ class _Routes:
     async def download(self, request: web.Request) -> web.StreamResponse:
         self._user(request)
         info = request.match_info
+        if info["package"] == MOVED:  # a redirect to the upstream's own URL (GitLab's form)
+            target = request.url.with_path(
+                request.path.replace(f"/{MOVED}/", f"/{GENERATED}/"), encoded=False
+            )
+            raise web.HTTPFound(str(target.with_query(None)))
         if info["package"] == GENERATED and info["file"].endswith(".bin"):
             return await self._generated(request, int(info["file"].removesuffix(".bin")))
         body = self.fake.packages.get(self._key(request))  # type: ignore[attr-defined]

@@ -114,6 +114,60 @@ def _upstream_error(status: str, description: str) -> dict[str, Any]:
     )
 
 
+def _graphql_operation(method: str) -> dict[str, Any]:
+    """GitLab's GraphQL endpoint: DORA fields answered here, the rest passed upstream."""
+    operation: dict[str, Any] = {
+        "operationId": f"{method}GraphQL",
+        "summary": "GitLab GraphQL; `dora { metrics }` and `dora { projects }` answered here.",
+        "description": (
+            "A document asking only for `project(fullPath:)`/`group(fullPath:)` "
+            "`{ dora { metrics(startDate, endDate, interval, environmentTiers) { date "
+            "deploymentFrequency leadTimeForChanges timeToRestoreService changeFailureRate } } }` "
+            "(or `group { dora { projects(startDate, endDate) { nodes { id name fullPath } } } }`) "
+            "is answered by the proxy with GitLab Ultimate's semantics. A document mixing DORA "
+            "with other fields is split: the rest is sent to the upstream GitLab with the "
+            "caller's credentials and both answers are merged. Any other document is forwarded "
+            "untouched (setting `pass_through`)."
+        ),
+        "tags": ["dora"],
+        "responses": {
+            "200": _plain(
+                "A GraphQL response: `data` and/or `errors` (validation failures of the DORA "
+                "arguments are `errors[].message` with GitLab's REST message text).",
+                {"type": "object", "properties": {"data": {}, "errors": {"type": "array"}}},
+            ),
+            "401": _plain("The upstream GitLab refused the credential."),
+            "404": _plain("Not a DORA document and pass_through is off."),
+            "405": _plain("A mutation while pass_through is read-only."),
+            "502": _ref("responses", "BadGateway"),
+            "504": _ref("responses", "GatewayTimeout"),
+        },
+    }
+    if method == "get":
+        operation["parameters"] = [
+            {"name": name, "in": "query", "required": name == "query", "schema": {"type": "string"}}
+            for name in ("query", "variables", "operationName")
+        ]
+    else:
+        operation["requestBody"] = {
+            "required": True,
+            "content": {
+                _JSON: {
+                    "schema": {
+                        "type": "object",
+                        "required": ["query"],
+                        "properties": {
+                            "query": {"type": "string"},
+                            "variables": {"type": ["object", "null"]},
+                            "operationName": {"type": ["string", "null"]},
+                        },
+                    }
+                }
+            },
+        }
+    return operation
+
+
 def _plain(description: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
     return {
         "description": description,
@@ -142,6 +196,7 @@ DOCUMENT: dict[str, Any] = {
     "paths": {
         "/api/v4/projects/{id}/dora/metrics": {"get": _dora_operation("projects")},
         "/api/v4/groups/{id}/dora/metrics": {"get": _dora_operation("groups")},
+        "/api/graphql": {"get": _graphql_operation("get"), "post": _graphql_operation("post")},
         "/-/health": {
             "get": {
                 "operationId": "getHealth",
