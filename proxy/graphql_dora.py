@@ -84,21 +84,16 @@ SCHEMA = build_schema(
 )
 
 
-def _date_value(value: Any) -> date:
+def _as_date(value: Any, argument: str) -> date | None:
+    """A `Date` argument (YYYY-MM-DD). The scalar keeps the raw string (graphql-core's default
+    for a custom scalar, stable across its versions); it is checked here, as an error of the
+    field it is an argument of."""
+    if value is None:
+        return None
     parsed = parse_date(value) if isinstance(value, str) and len(value) == 10 else None
     if parsed is None:
-        raise GraphQLError(f"{value!r} is not a valid date (expected YYYY-MM-DD)")
+        raise GraphQLError(f"{argument} is not a valid date (expected YYYY-MM-DD): {value!r}")
     return parsed
-
-
-def _date_literal(node: Any, _variables: Any = None) -> date:
-    return _date_value(getattr(node, "value", None))
-
-
-_DATE = SCHEMA.type_map["Date"]
-_DATE.parse_value = _date_value  # type: ignore[attr-defined]
-_DATE.parse_literal = _date_literal  # type: ignore[attr-defined]
-_DATE.serialize = lambda value: value.isoformat() if isinstance(value, date) else value  # type: ignore[attr-defined]
 
 
 # ---- what a resolver may ask -------------------------------------------------------------------
@@ -334,12 +329,11 @@ class DoraNode:
         interval: str | None = None,
         environmentTiers: list[str] | None = None,
     ) -> list[dict[str, Any]] | None:
+        startDate, endDate = _as_date(startDate, "startDate"), _as_date(endDate, "endDate")
         if not self.access.may_read_dora:
             return None  # spec §11.2 rule 5: no permission is null without an error
         names = selected_fields(info)
         wanted = [field for field in METRIC_FIELDS if field in names]
-        if not wanted:
-            raise GraphQLError(BAD_METRIC)
         bucketing = (interval or "DAILY").lower()
         params: list[tuple[str, str]] = [("interval", bucketing)]
         if startDate is not None:
@@ -348,6 +342,13 @@ class DoraNode:
             params.append(("end_date", endDate.isoformat()))
         params += [("environment_tiers[]", tier.lower()) for tier in environmentTiers or ()]
         backend: Backend = info.context
+        if not wanted:
+            # No metric field: REST's metric error, after the range and interval checks that
+            # come first in GitLab's order (an empty metric fails only the metric check).
+            await _raise_for(
+                backend.metric(self.container, self.access.full_path, [("metric", ""), *params])
+            )
+            raise GraphQLError(BAD_METRIC)
         answers = await asyncio.gather(
             *(
                 backend.metric(
@@ -383,6 +384,8 @@ class DoraNode:
         startDate: date,
         endDate: date,
     ) -> dict[str, Any] | None:
+        startDate = _as_date(startDate, "startDate")  # type: ignore[assignment]
+        endDate = _as_date(endDate, "endDate")  # type: ignore[assignment]
         if (endDate - startDate).days > MAX_RANGE_DAYS:
             raise GraphQLError(PROJECTS_RANGE_TOO_LONG)
         if not self.access.may_read_dora:
@@ -391,6 +394,14 @@ class DoraNode:
         return {
             "nodes": [ProjectNode(Access(pid, path, True)) for pid, path in found],
         }
+
+
+async def _raise_for(call: Any) -> None:
+    """Await a REST answer only for the error it raises, as a GraphQL error."""
+    try:
+        await call
+    except BadRequest as error:
+        raise GraphQLError(str(error.body.get("message") or error.body.get("error"))) from None
 
 
 def selected_fields(info: Any) -> set[str]:

@@ -16,7 +16,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
-from graphql import build_schema, graphql
+from graphql import GraphQLError, build_schema, graphql
 
 if TYPE_CHECKING:
     from proxy.demo.server import FakeGitLab
@@ -38,6 +38,7 @@ SCHEMA = build_schema(
       archived: Boolean
       visibility: String
       group: Group
+      repositorySize: Float
     }
     type Group {
       id: ID!
@@ -62,6 +63,17 @@ SCHEMA = build_schema(
     }
     """
 )
+
+
+NOT_ALLOWED = (
+    "The resource that you are attempting to access does not exist or you don't have "
+    "permission to perform this action"
+)
+
+
+def _refused(info: Any) -> None:
+    """A field error with a path (GitLab's wording), for tests that merge upstream errors."""
+    raise GraphQLError(NOT_ALLOWED)
 
 
 def register(fake: FakeGitLab) -> None:
@@ -155,6 +167,7 @@ class _Root:
             "archived": project.archived,
             "visibility": project.visibility,
             "group": lambda info: self._group(world.groups[project.group_id]),
+            "repositorySize": _refused,
         }
 
     def _group(self, group: Group) -> dict[str, Any]:
