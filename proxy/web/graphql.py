@@ -38,7 +38,14 @@ from proxy.query import parse_query
 from proxy.service import DoraService
 from proxy.upstream.client import Credential
 from proxy.web.handlers import REQUEST_DEADLINE, SERVICE, credential_from
-from proxy.web.passthrough import PASS_THROUGH, PassThrough, forwarded_headers, relay
+from proxy.web.passthrough import (
+    LOOP_DETECTED,
+    PASS_THROUGH,
+    PassThrough,
+    forwarded_headers,
+    looped,
+    relay,
+)
 from proxy.web.routing import count_upstream_calls, json_error
 
 PATH = "/api/graphql"
@@ -205,6 +212,8 @@ async def _remote(
     """The upstream's answer to the non-DORA half (its own response if not a GraphQL one)."""
     if document is None:
         return {"data": {}}
+    if looped(request):
+        return json_error(508, LOOP_DETECTED)
     body = json.dumps(
         {
             "query": print_ast(document),
@@ -243,6 +252,8 @@ async def _forward(
         return json_error(404, {"error": "404 Not Found"})
     if passthrough.mode == "read-only" and mutation:
         return json_error(405, {"error": "405 Not Allowed"}, {"Allow": "GET, HEAD"})
+    if looped(request):
+        return json_error(508, LOOP_DETECTED)
     data = body if request.method == "POST" else None
     response = await passthrough.open(
         request.method, request.raw_path, forwarded_headers(request.headers), data

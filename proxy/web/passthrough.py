@@ -52,6 +52,10 @@ HOP_BY_HOP = frozenset(
         "host",
     }
 )
+# Added to every forwarded request; a request arriving with it came back from our own upstream
+# (`upstream_url` pointing at an nginx that routes to this proxy): refused with 508, not looped.
+VIA = "1.1 gitlab-dora-proxy"
+LOOP_DETECTED = {"message": "508 Loop Detected"}
 CHUNK = 64 * 1024
 MAX_CONNECTIONS = 100  # upstream connections in flight at once; more callers wait their turn
 MODES = ("all", "read-only", "off")
@@ -138,11 +142,18 @@ def forwarded_headers(headers: CIMultiDictProxy[str]) -> list[tuple[str, str]]:
     named = {
         token.strip().lower() for token in headers.get("Connection", "").split(",") if token.strip()
     }
-    return [
+    forwarded = [
         (name, value)
         for name, value in headers.items()
         if name.lower() not in HOP_BY_HOP and name.lower() not in named
     ]
+    forwarded.append(("Via", VIA))
+    return forwarded
+
+
+def looped(request: web.Request) -> bool:
+    """True when this request is one the proxy itself forwarded (see `VIA`)."""
+    return any(VIA in value for value in request.headers.getall("Via", ()))
 
 
 def rewrite_links(value: str, upstream: str, public: str) -> str:
@@ -217,6 +228,8 @@ async def forward(request: web.Request, passthrough: PassThrough) -> web.StreamR
     """Forward `request` as it came (method, raw path and query, headers, streamed body)."""
     if not passthrough.allows(request.method):
         return json_error(405, {"error": "405 Not Allowed"}, {"Allow": "GET, HEAD"})
+    if looped(request):
+        return json_error(508, LOOP_DETECTED)
     data = request.content if request.body_exists else None
     upstream_response = await passthrough.open(
         request.method, request.raw_path, forwarded_headers(request.headers), data

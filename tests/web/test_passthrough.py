@@ -323,3 +323,19 @@ async def test_api_paths_without_a_route_are_forwarded(start_stack, target: str)
     assert response.status == 404
     assert await response.json() == {"message": "404 Not found"}  # the fake's own body
     assert stack.fake.calls[-1].path == target
+
+
+async def test_a_request_that_comes_back_to_the_proxy_is_refused(start_stack) -> None:
+    """`upstream_url` pointing at an nginx that routes back here would loop: the proxy marks
+    what it forwards (Via) and answers 508 to its own requests."""
+    stack = await start_stack(S1.world())
+    await stack.client.post("/api/v4/projects/11/issues", json={"title": "t"}, headers=RITA)
+    assert "gitlab-dora-proxy" in stack.fake.received[-1].headers["Via"]
+    looped = {**RITA, "Via": "1.1 gitlab-dora-proxy"}
+    response = await stack.client.get("/api/v4/projects/11", headers=looped)
+    assert (response.status, await response.json()) == (508, {"message": "508 Loop Detected"})
+    response = await stack.client.post(
+        "/api/graphql", json={"query": "{ currentUser { username } }"}, headers=looped
+    )
+    assert response.status == 508
+    assert stack.fake.calls_of("project") == []
