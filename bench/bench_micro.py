@@ -29,7 +29,8 @@ import urllib3
 from bench import worlds
 from bench.common import FakeProcess, print_machine
 from proxy.cache.disk import DiskStorage
-from proxy.upstream.client import Credential, Upstream
+from proxy.credentials import Credential
+from proxy.upstream import Upstream
 
 
 def per_call(label: str, calls: list[Callable[[], object]]) -> None:

@@ -6,12 +6,12 @@ on the app under typed keys.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from proxy.cache.base import Storage
+from proxy.cache import Storage, open_storage
+from proxy.cache.keys import CacheKeys, namespace_for
 from proxy.clock import Clock, utc_now
 from proxy.collect import FactsCollector, FactsPolicy
 from proxy.permissions import Permissions
@@ -19,11 +19,11 @@ from proxy.server_secret import load_server_secret
 from proxy.service import AnswerPolicy, DoraService
 from proxy.settings import Settings
 from proxy.single_flight import StorageLock
-from proxy.telemetry import prometheus as observability
 from proxy.telemetry.access_log import REQUEST_LOG
-from proxy.telemetry.prometheus import READINESS, READINESS_TIMEOUT, TELEMETRY, Readiness, Telemetry
-from proxy.upstream.client import Upstream
-from proxy.web import graphql, handlers, openapi, passthrough, webhooks
+from proxy.telemetry.prometheus import TELEMETRY, Telemetry
+from proxy.upstream import Upstream
+from proxy.web import graphql, handlers, openapi, passthrough, probes, webhooks
+from proxy.web.probes import READINESS, READINESS_TIMEOUT, Readiness
 from proxy.web.routing import add_route, add_unrouted
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -38,26 +38,17 @@ MAX_LINE_SIZE = 8190
 MAX_FIELD_SIZE = 8190
 
 
-def cache_namespace(settings: Settings) -> str:
-    """Key prefix: format version, upstream and time zone (day-keyed facts depend on both)."""
-    identity = f"{(settings.upstream_url or '').rstrip('/')}|{settings.time_zone}"
-    return f"v1|{hashlib.sha256(identity.encode()).hexdigest()[:12]}"
-
-
 DEFAULT_REDIS_NAMESPACE = "dora-proxy"
 
 
-def open_storage(settings: Settings, *, redis_namespace: str | None = None) -> Storage:
-    """Redis when `cache_url` is set (keys under `redis_namespace:`), else the disk cache."""
-    if settings.cache_url:
-        from proxy.cache.redis import RedisStorage
-
-        return RedisStorage(
-            settings.cache_url, namespace=redis_namespace or DEFAULT_REDIS_NAMESPACE
-        )
-    from proxy.cache.disk import DiskStorage
-
-    return DiskStorage(settings.cache_dir, size_limit=settings.cache_size_limit)
+def open_settings_storage(settings: Settings, *, redis_namespace: str | None = None) -> Storage:
+    """The configured cache: Redis when `cache_url` is set (keys under `redis_namespace:`),
+    else the disk cache in `cache_dir`."""
+    return open_storage(
+        settings.cache_url or settings.cache_dir,
+        size_limit=settings.cache_size_limit,
+        namespace=redis_namespace or DEFAULT_REDIS_NAMESPACE,
+    )
 
 
 def build_service(
@@ -66,10 +57,12 @@ def build_service(
     *,
     telemetry: Telemetry | None = None,
     redis_namespace: str | None = None,
+    batch: bool = False,
 ) -> DoraService:
-    """Every long-lived resource of the proxy, wired together (also used by `cache warm`)."""
+    """Every long-lived resource of the proxy, wired together (also used by `cache warm`,
+    a `batch` job: its requests have no deadline)."""
     telemetry = telemetry or Telemetry()
-    storage = open_storage(settings, redis_namespace=redis_namespace)
+    storage = open_settings_storage(settings, redis_namespace=redis_namespace)
     upstream = Upstream(
         settings.upstream_url or "",
         timeout=settings.upstream_timeout,
@@ -78,10 +71,9 @@ def build_service(
         rate_limit_max_wait=settings.rate_limit_max_wait,
         observer=telemetry.upstream_call,
     )
-    namespace = cache_namespace(settings)
+    namespace = namespace_for(settings.upstream_url or "", settings.time_zone)
     secret = load_server_secret(settings.server_secret, settings.cache_dir)
     collector = FactsCollector(
-        upstream,
         storage,
         FactsPolicy(
             tz=settings.tz,
@@ -95,7 +87,7 @@ def build_service(
     )
     return DoraService(
         upstream=upstream,
-        permissions=Permissions(upstream, secret, settings.permission_ttl),
+        permissions=Permissions(secret, settings.permission_ttl),
         collector=collector,
         storage=storage,
         policy=AnswerPolicy(
@@ -104,7 +96,8 @@ def build_service(
             stale_ttl=max(settings.facts_ttl_settled, settings.answer_ttl_past),
             stale_on_error=settings.stale_on_error,
         ),
-        namespace=namespace,
+        keys=CacheKeys(namespace),
+        deadline=None if batch else settings.request_deadline,
         clock=clock,
         telemetry=telemetry,
         recent_ttl=settings.recent_answer_ttl,
@@ -129,7 +122,6 @@ def create_app(
         handler_args={"max_line_size": MAX_LINE_SIZE, "max_field_size": MAX_FIELD_SIZE},
     )
     app[SETTINGS] = settings
-    app[handlers.REQUEST_DEADLINE] = settings.request_deadline
     app[TELEMETRY] = telemetry
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
@@ -155,10 +147,10 @@ def create_app(
         add_route(app, "GET", path, handlers.dora_metrics, name)
     add_route(app, "GET", graphql.PATH, graphql.graphql_endpoint, "graphql")
     add_route(app, "POST", graphql.PATH, graphql.graphql_endpoint, "graphql")
-    add_route(app, "GET", "/-/health", handlers.health, "health")
-    add_route(app, "GET", "/-/readiness", observability.readiness, "readiness")
-    add_route(app, "GET", "/-/liveness", observability.liveness, "liveness")
-    add_route(app, "GET", "/metrics", observability.metrics_endpoint, "metrics")
+    add_route(app, "GET", "/-/health", probes.health, "health")
+    add_route(app, "GET", "/-/readiness", probes.readiness, "readiness")
+    add_route(app, "GET", "/-/liveness", probes.liveness, "liveness")
+    add_route(app, "GET", "/metrics", probes.metrics_endpoint, "metrics")
     add_route(app, "GET", openapi.PATH, openapi.openapi, "openapi")
     webhooks.setup(app, settings.webhook_secret)
     forwarding = passthrough.setup(app, settings)

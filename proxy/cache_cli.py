@@ -10,11 +10,11 @@ import sys
 from dataclasses import dataclass, field
 from typing import TextIO
 
-from proxy.dora import INTERVALS, METRICS
+from proxy.credentials import Credential
 from proxy.errors import ProxyError
-from proxy.query import parse_query
+from proxy.query import INTERVALS, METRICS
+from proxy.service import DoraRequest
 from proxy.settings import ConfigError, Settings
-from proxy.upstream.client import Credential
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
@@ -32,9 +32,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _stats(settings: Settings) -> int:
-    from proxy.app import open_storage
+    from proxy.app import open_settings_storage
 
-    storage = open_storage(settings)
+    storage = open_settings_storage(settings)
     try:
         print(json.dumps(await storage.stats(), sort_keys=True))
     finally:
@@ -43,9 +43,9 @@ async def _stats(settings: Settings) -> int:
 
 
 async def _clear(settings: Settings) -> int:
-    from proxy.app import open_storage
+    from proxy.app import open_settings_storage
 
-    storage = open_storage(settings)
+    storage = open_settings_storage(settings)
     try:
         removed = await storage.clear()
         print(json.dumps({"removed": removed}))
@@ -80,17 +80,17 @@ async def warm(settings: Settings, credential: Credential, targets: list[tuple[s
     """Compute every metric × interval for the default window of each target."""
     from proxy.app import build_service
 
-    service = build_service(settings)
+    service = build_service(settings, batch=True)
     failures = 0
     progress = Progress(total=len(targets) * len(METRICS) * len(INTERVALS))
     try:
         for container, ref in targets:
             for metric in METRICS:
                 for interval in INTERVALS:
-                    query = parse_query({"metric": metric, "interval": interval}, service.today())
+                    request = DoraRequest(container, ref, {"metric": metric, "interval": interval})
                     label = f"{container} {ref} {metric} {interval}"
                     try:
-                        answer = await service.metrics(container, ref, credential, query)
+                        answer = await service.answer(request, credential)
                         progress.step(label, answer.cache)
                     except ProxyError as exc:
                         failures += 1

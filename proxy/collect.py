@@ -22,22 +22,21 @@ import asyncio
 import weakref
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
-
-import gitlab
 
 from proxy import facts as f
 from proxy.cache.base import Storage
+from proxy.cache.keys import CacheKeys
 from proxy.cache.lifetimes import put, put_many
 from proxy.clock import Clock, utc_now
-from proxy.facts import Deployment, Environment, Incident, MergeRequest, ProjectFacts
+from proxy.days import Calendar, contiguous_runs, days_between
+from proxy.facts import ContainerInfo, Deployment, Environment, Incident, MergeRequest, ProjectFacts
 from proxy.single_flight import SingleFlight
 from proxy.telemetry.prometheus import Telemetry
-from proxy.upstream.client import ContainerInfo, Upstream
+from proxy.upstream import UpstreamSession
 
 MR_LINK_DELAY = timedelta(minutes=10)
-EARLIEST_DAY = date(2000, 1, 1)  # before GitLab existed: no deployment or incident can be older
 GROUP_ISSUES_MIN_PROJECTS = 2  # from this many projects on, one group stream beats N streams
 
 
@@ -58,34 +57,19 @@ class Need:
     tiers: frozenset[str] = frozenset({"production"})
 
 
-def days_between(start: date, end: date) -> list[date]:
-    return [start + timedelta(days=n) for n in range((end - start).days + 1)]
-
-
-def contiguous_runs(days: Sequence[date]) -> list[tuple[date, date]]:
-    runs: list[tuple[date, date]] = []
-    for day in sorted(days):
-        if runs and day == runs[-1][1] + timedelta(days=1):
-            runs[-1] = (runs[-1][0], day)
-        else:
-            runs.append((day, day))
-    return runs
-
-
 class FactsCollector:
     def __init__(
         self,
-        upstream: Upstream,
         storage: Storage,
         policy: FactsPolicy,
         namespace: str,
         clock: Clock = utc_now,
         telemetry: Telemetry | None = None,
     ) -> None:
-        self.upstream = upstream
         self.storage = storage
         self.policy = policy
-        self.namespace = namespace
+        self.keys = CacheKeys(namespace)
+        self.calendar = Calendar(policy.tz, policy.settle_margin)
         self.clock = clock
         self.flights = SingleFlight()
         # "Read the cached days, fetch the missing ones" runs under a per-project lock: day
@@ -100,74 +84,40 @@ class FactsCollector:
             lock = self._locks[name] = asyncio.Lock()
         return lock
 
-    # ---- keys and lifetimes -------------------------------------------------------------------
-    def _key(self, project_id: int, *parts: object) -> str:
-        return "|".join((self.namespace, f"project:{project_id}", *map(str, parts)))
-
-    def incident_generation_key(self, project_id: int) -> str:
-        return self._key(project_id, "incidents-generation")
-
-    def deployments_key(self, project_id: int, day: date) -> str:
-        return self._key(project_id, "deployments", day.isoformat())
-
-    def environments_key(self, project_id: int) -> str:
-        return self._key(project_id, "environments")
-
+    # ---- the calendar, at this moment -------------------------------------------------------
     def local_midnight(self, day: date) -> datetime:
-        return datetime.combine(day, time(0), self.policy.tz).astimezone(UTC)
+        return self.calendar.local_midnight(day)
 
     def local_day(self, instant: datetime) -> date:
-        return instant.astimezone(self.policy.tz).date()
+        return self.calendar.local_day(instant)
 
     def today(self) -> date:
-        return self.local_day(self.clock())
+        return self.calendar.local_day(self.clock())
 
     def day_end(self, day: date) -> datetime:
-        """When local `day` ends (the next local midnight, in UTC)."""
-        try:
-            return self.local_midnight(day + timedelta(days=1))
-        except OverflowError:  # 9999-12-31 never ends
-            return datetime.max.replace(tzinfo=UTC)
-
-    def fetchable_days(self, start: date, end: date) -> list[date]:
-        """The window's days that can hold facts: none before EARLIEST_DAY, none after
-        tomorrow (a day of margin for clock skew). Also keeps date arithmetic at the ends of
-        the calendar (0001-01-01, 9999-12-31) away from the upstream and from overflow."""
-        first = max(start, EARLIEST_DAY)
-        last = min(end, self.today() + timedelta(days=1))
-        return days_between(first, last) if first <= last else []
+        return self.calendar.day_end(day)
 
     def recent_days(self) -> list[date]:
-        """Days not yet settled: their facts may still change without a webhook."""
-        now = self.clock()
-        day = self.today()
-        days = []
-        while (
-            self.local_midnight(day + timedelta(days=1))
-            + timedelta(seconds=self.policy.settle_margin)
-            > now
-        ):
-            days.append(day)
-            day -= timedelta(days=1)
-        return days
+        return self.calendar.recent_days(self.clock())
 
     def _ttl_for_day(self, day: date) -> float:
-        settled_at = self.local_midnight(day + timedelta(days=1)) + timedelta(
-            seconds=self.policy.settle_margin
+        return self.calendar.ttl_for_day(
+            day, self.clock(), self.policy.ttl_settled, self.policy.ttl_recent
         )
-        return self.policy.ttl_settled if settled_at <= self.clock() else self.policy.ttl_recent
 
     # ---- public -------------------------------------------------------------------------------
     async def project_facts(
-        self, gl: gitlab.Gitlab, project_id: int, start: date, end: date, need: Need
+        self, session: UpstreamSession, project_id: int, start: date, end: date, need: Need
     ) -> ProjectFacts:
-        days = self.fetchable_days(start, end)
+        days = self.calendar.fetchable_days(start, end, self.clock())
         if not days:
             return ProjectFacts(project_id)
-        incidents_task = self._incidents(gl, project_id, days) if need.incidents else _constant(())
+        incidents_task = (
+            self._incidents(session, project_id, days) if need.incidents else _constant(())
+        )
         environments, deployments, incidents = await asyncio.gather(
-            self._environments(gl, project_id),
-            self._deployments(gl, project_id, days),
+            self._environments(session, project_id),
+            self._deployments(session, project_id, days),
             incidents_task,
         )
         mrs = None
@@ -178,30 +128,30 @@ class FactsCollector:
                 for d in deployments
                 if d.environment_id in wanted and start <= self.local_day(d.finished_at) <= end
             ]
-            mrs = await self._merge_requests(gl, project_id, in_window)
+            mrs = await self._merge_requests(session, project_id, in_window)
         return ProjectFacts(project_id, environments, deployments, incidents, mrs)
 
     async def group_facts(
         self,
-        gl: gitlab.Gitlab,
+        session: UpstreamSession,
         group: ContainerInfo,
         projects: Sequence[ContainerInfo],
         start: date,
         end: date,
         need: Need,
     ) -> list[ProjectFacts]:
-        days = self.fetchable_days(start, end)
+        days = self.calendar.fetchable_days(start, end, self.clock())
         if not days:
             return []
         ids = [p.id for p in projects]
         incidents: dict[int, tuple[Incident, ...]] = {}
         group_stream = need.incidents and len(ids) >= GROUP_ISSUES_MIN_PROJECTS
         if group_stream:
-            incidents = await self._group_incidents(gl, group, ids, days)
+            incidents = await self._group_incidents(session, group, ids, days)
         per_project = await asyncio.gather(
             *(
                 self.project_facts(
-                    gl,
+                    session,
                     pid,
                     start,
                     end,
@@ -223,16 +173,18 @@ class FactsCollector:
             ]
         return list(per_project)
 
-    async def group_projects(self, gl: gitlab.Gitlab, group: ContainerInfo) -> list[ContainerInfo]:
+    async def group_projects(
+        self, session: UpstreamSession, group: ContainerInfo
+    ) -> list[ContainerInfo]:
         """The group's own and descendant projects (archived included, shared excluded)."""
-        key = f"{self.namespace}|group:{group.id}|projects"
+        key = self.keys.group_projects(group.id)
         cached = await self.storage.get(key)
         self.telemetry.cache_lookup("facts", cached is not None)
         if cached is not None:
             return [ContainerInfo(p["id"], p["full_path"]) for p in f.loads(cached)]  # type: ignore[union-attr]
 
         async def fetch() -> list[ContainerInfo]:
-            projects = await self.upstream.fetch_group_projects(gl, group)
+            projects = await session.fetch_group_projects(group)
             value = [{"id": p.id, "full_path": p.full_path} for p in projects]
             await put(self.storage, key, f.dumps(value), self.policy.ttl_recent)
             return projects
@@ -245,25 +197,27 @@ class FactsCollector:
         Under the deployments lock, so a fetch already running (its answer may predate the new
         deployment) stores its days first and they are dropped too, instead of landing after.
         """
-        async with self._lock(self._key(project_id, "deployments-lock")):
-            await self.storage.delete(self.environments_key(project_id))
+        async with self._lock(self.keys.deployments_lock(project_id)):
+            await self.storage.delete(self.keys.environments(project_id))
             for day in self.recent_days():
-                await self.storage.delete(self.deployments_key(project_id, day))
+                await self.storage.delete(self.keys.deployments(project_id, day))
 
     async def invalidate_incidents(self, project_id: int) -> None:
         """An incident webhook: every cached incident day of the project becomes unreachable."""
-        await self.storage.incr(self.incident_generation_key(project_id))
+        await self.storage.incr(self.keys.incidents_generation(project_id))
 
     # ---- environments -------------------------------------------------------------------------
-    async def _environments(self, gl: gitlab.Gitlab, project_id: int) -> tuple[Environment, ...]:
-        key = self.environments_key(project_id)
+    async def _environments(
+        self, session: UpstreamSession, project_id: int
+    ) -> tuple[Environment, ...]:
+        key = self.keys.environments(project_id)
         cached = await self.storage.get(key)
         self.telemetry.cache_lookup("facts", cached is not None)
         if cached is not None:
             return f.environments_from_json(f.loads(cached))  # type: ignore[arg-type]
 
         async def fetch() -> tuple[Environment, ...]:
-            environments = await self.upstream.fetch_environments(gl, project_id)
+            environments = await session.fetch_environments(project_id)
             await put(
                 self.storage,
                 key,
@@ -276,18 +230,18 @@ class FactsCollector:
 
     # ---- deployments --------------------------------------------------------------------------
     async def _deployments(
-        self, gl: gitlab.Gitlab, project_id: int, days: list[date]
+        self, session: UpstreamSession, project_id: int, days: list[date]
     ) -> tuple[Deployment, ...]:
-        async with self._lock(self._key(project_id, "deployments-lock")):
-            return await self._deployments_locked(gl, project_id, days)
+        async with self._lock(self.keys.deployments_lock(project_id)):
+            return await self._deployments_locked(session, project_id, days)
 
     async def _deployments_locked(
-        self, gl: gitlab.Gitlab, project_id: int, days: list[date]
+        self, session: UpstreamSession, project_id: int, days: list[date]
     ) -> tuple[Deployment, ...]:
         found: list[Deployment] = []
         missing: list[date] = []
         for day in days:
-            cached = await self.storage.get(self.deployments_key(project_id, day))
+            cached = await self.storage.get(self.keys.deployments(project_id, day))
             self.telemetry.cache_lookup("facts", cached is not None)
             if cached is None:
                 missing.append(day)
@@ -296,8 +250,8 @@ class FactsCollector:
         runs = await asyncio.gather(
             *(
                 self.flights.run(
-                    self._key(project_id, "deployments-run", a, b),
-                    lambda a=a, b=b: self._fetch_deployment_run(gl, project_id, a, b),
+                    self.keys.deployments_run(project_id, a, b),
+                    lambda a=a, b=b: self._fetch_deployment_run(session, project_id, a, b),
                 )
                 for a, b in contiguous_runs(missing)
             )
@@ -307,11 +261,10 @@ class FactsCollector:
         return tuple(sorted(found, key=lambda d: (d.finished_at, d.id)))
 
     async def _fetch_deployment_run(
-        self, gl: gitlab.Gitlab, project_id: int, first: date, last: date
+        self, session: UpstreamSession, project_id: int, first: date, last: date
     ) -> list[Deployment]:
         margin = timedelta(days=1)
-        fetched = await self.upstream.fetch_deployments(
-            gl,
+        fetched = await session.fetch_deployments(
             project_id,
             self.local_midnight(first) - margin,
             self.local_midnight(last + timedelta(days=1)) + margin,
@@ -325,7 +278,7 @@ class FactsCollector:
             self.storage,
             [
                 (
-                    self.deployments_key(project_id, day),
+                    self.keys.deployments(project_id, day),
                     f.dumps(f.deployments_to_json(tuple(items))),
                     self._ttl_for_day(day),
                 )
@@ -337,26 +290,26 @@ class FactsCollector:
     # ---- merge requests -----------------------------------------------------------------------
     async def _merge_requests(
         self,
-        gl: gitlab.Gitlab,
+        session: UpstreamSession,
         project_id: int,
         deployments: list[Deployment],
     ) -> dict[int, tuple[MergeRequest, ...]]:
         lists = await asyncio.gather(
-            *(self._deployment_mrs(gl, project_id, d) for d in deployments)
+            *(self._deployment_mrs(session, project_id, d) for d in deployments)
         )
         return {d.id: mrs for d, mrs in zip(deployments, lists, strict=True)}
 
     async def _deployment_mrs(
-        self, gl: gitlab.Gitlab, project_id: int, deployment: Deployment
+        self, session: UpstreamSession, project_id: int, deployment: Deployment
     ) -> tuple[MergeRequest, ...]:
-        key = self._key(project_id, "merge-requests", deployment.id)
+        key = self.keys.merge_requests(project_id, deployment.id)
         cached = await self.storage.get(key)
         self.telemetry.cache_lookup("facts", cached is not None)
         if cached is not None:
             return f.merge_requests_from_json(f.loads(cached))  # type: ignore[arg-type]
 
         async def fetch() -> tuple[MergeRequest, ...]:
-            mrs = await self.upstream.fetch_deployment_merge_requests(gl, project_id, deployment.id)
+            mrs = await session.fetch_deployment_merge_requests(project_id, deployment.id)
             if deployment.finished_at + MR_LINK_DELAY <= self.clock():
                 await put(
                     self.storage,
@@ -370,9 +323,9 @@ class FactsCollector:
 
     # ---- incidents ----------------------------------------------------------------------------
     async def _incident_keys(self, project_id: int, days: list[date]) -> dict[date, str]:
-        generation = await self.storage.get(self.incident_generation_key(project_id))
+        generation = await self.storage.get(self.keys.incidents_generation(project_id))
         gen = generation.decode() if generation else "0"
-        return {day: self._key(project_id, "incidents", f"g{gen}", day.isoformat()) for day in days}
+        return {day: self.keys.incidents(project_id, gen, day) for day in days}
 
     async def _cached_incident_days(
         self, project_id: int, days: list[date]
@@ -410,36 +363,44 @@ class FactsCollector:
         return stored
 
     async def _incidents(
-        self, gl: gitlab.Gitlab, project_id: int, days: list[date]
+        self, session: UpstreamSession, project_id: int, days: list[date]
     ) -> tuple[Incident, ...]:
-        async with self._lock(self._key(project_id, "incidents-lock")):
-            return await self._incidents_locked(gl, project_id, days)
+        async with self._lock(self.keys.incidents_lock(project_id)):
+            return await self._incidents_locked(session, project_id, days)
 
     async def _incidents_locked(
-        self, gl: gitlab.Gitlab, project_id: int, days: list[date]
+        self, session: UpstreamSession, project_id: int, days: list[date]
     ) -> tuple[Incident, ...]:
         keys, found, missing = await self._cached_incident_days(project_id, days)
         if missing:
 
             async def fetch() -> dict[date, tuple[Incident, ...]]:
-                incidents = await self.upstream.fetch_project_incidents(
-                    gl, project_id, self.local_midnight(min(missing))
+                incidents = await session.fetch_project_incidents(
+                    project_id, self.local_midnight(min(missing))
                 )
                 return await self._store_incident_days(keys, missing, incidents)
 
-            flight = self._key(project_id, "incidents-run", *missing[:1], *missing[-1:])
+            flight = self.keys.incidents_run(project_id, missing[0], missing[-1])
             found.update(await self.flights.run(flight, fetch))
         return merge_incident_days(found, self.local_day)
 
     async def _group_incidents(
-        self, gl: gitlab.Gitlab, group: ContainerInfo, project_ids: list[int], days: list[date]
+        self,
+        session: UpstreamSession,
+        group: ContainerInfo,
+        project_ids: list[int],
+        days: list[date],
     ) -> dict[int, tuple[Incident, ...]]:
         """One group issues stream fills every project's missing incident days."""
-        async with self._lock(f"{self.namespace}|group:{group.id}|incidents-lock"):
-            return await self._group_incidents_locked(gl, group, project_ids, days)
+        async with self._lock(self.keys.group_incidents_lock(group.id)):
+            return await self._group_incidents_locked(session, group, project_ids, days)
 
     async def _group_incidents_locked(
-        self, gl: gitlab.Gitlab, group: ContainerInfo, project_ids: list[int], days: list[date]
+        self,
+        session: UpstreamSession,
+        group: ContainerInfo,
+        project_ids: list[int],
+        days: list[date],
     ) -> dict[int, tuple[Incident, ...]]:
         cached = await asyncio.gather(
             *(self._cached_incident_days(pid, days) for pid in project_ids)
@@ -447,8 +408,8 @@ class FactsCollector:
         missing_any = [day for _, _, missing in cached for day in missing]
         fetched: dict[int, list[Incident]] = {}
         if missing_any:
-            fetched = await self.upstream.fetch_group_incidents(
-                gl, group.id, self.local_midnight(min(missing_any))
+            fetched = await session.fetch_group_incidents(
+                group.id, self.local_midnight(min(missing_any))
             )
         result: dict[int, tuple[Incident, ...]] = {}
         for pid, (keys, found, missing) in zip(project_ids, cached, strict=True):

@@ -18,14 +18,7 @@ from typing import TypeVar
 from zoneinfo import ZoneInfo
 
 from proxy.facts import Deployment, Environment, Incident, ProjectFacts
-
-METRICS: tuple[str, ...] = (
-    "deployment_frequency",
-    "lead_time_for_changes",
-    "time_to_restore_service",
-    "change_failure_rate",
-)
-INTERVALS: tuple[str, ...] = ("all", "monthly", "daily")
+from proxy.query import INTERVALS, METRICS
 
 PRODUCTION = "production"
 _MICROSECOND = timedelta(microseconds=1)

@@ -12,8 +12,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-TIERS = ("production", "staging", "testing", "development", "other")
-
 
 @dataclass(frozen=True, slots=True)
 class Environment:
@@ -60,6 +58,23 @@ class ProjectFacts:
     deployments: tuple[Deployment, ...] = ()
     incidents: tuple[Incident, ...] = ()
     merge_requests: Mapping[int, tuple[MergeRequest, ...]] | None = field(default=None)
+
+
+@dataclass(frozen=True, slots=True)
+class UserInfo:
+    """The caller as GitLab knows them: what the permission rules need."""
+
+    id: int
+    is_admin: bool
+    is_auditor: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerInfo:
+    """A project or group as looked up upstream: its numeric id and full path."""
+
+    id: int
+    full_path: str
 
 
 def parse_time(value: str) -> datetime:

@@ -15,8 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import gitlab
-
+from proxy.credentials import Credential, caller_key, could_be_a_token, mac_key
 from proxy.errors import (
     GROUP_NOT_FOUND,
     PROJECT_NOT_FOUND,
@@ -26,9 +25,9 @@ from proxy.errors import (
     Unauthorized,
     UpstreamRejected,
 )
-from proxy.server_secret import credential_key, mac_key
+from proxy.facts import ContainerInfo, UserInfo
 from proxy.single_flight import SingleFlight
-from proxy.upstream.client import ContainerInfo, Credential, Upstream, UpstreamStatus, UserInfo
+from proxy.upstream import UpstreamSession, UpstreamStatus
 
 REPORTER = 20
 _MAX_ENTRIES = 50_000
@@ -72,30 +71,26 @@ class DecisionCache:
 
 
 class Permissions:
-    def __init__(self, upstream: Upstream, secret: bytes, ttl: float) -> None:
-        self.upstream = upstream
+    def __init__(self, secret: bytes, ttl: float) -> None:
         self.secret = mac_key(secret)
         self.cache = DecisionCache(ttl)
         self.flights = SingleFlight()
 
     def caller_key(self, credential: Credential | None) -> str:
-        if credential is None:
-            return "anonymous"
-        return credential_key(self.secret, f"{credential.kind}:{credential.token}")
+        return caller_key(self.secret, credential)
 
     async def authorize(
         self,
-        client: Callable[[], gitlab.Gitlab],
+        session: UpstreamSession,
         credential: Credential | None,
         container: str,
         id_or_path: str,
     ) -> ContainerInfo:
         """The container if the caller may read its DORA metrics; raises the GitLab error else.
 
-        `client` builds the caller's upstream client; it is only called on a cache miss, so a
-        cached decision costs no client construction.
+        `session` is the caller's door upstream; a cached decision makes no call through it.
         """
-        if credential is not None and not _could_be_a_token(credential.token):
+        if credential is not None and not could_be_a_token(credential.token):
             # No GitLab token looks like this, so GitLab would answer its unknown-token 401.
             # Answered here: such a value cannot even be put on the wire (non-Latin-1 text,
             # control characters) or hashed (undecodable bytes arrive as surrogates).
@@ -109,7 +104,7 @@ class Permissions:
 
         async def decide() -> ContainerInfo:
             try:
-                info = await self._decide(client(), credential, container, id_or_path)
+                info = await self._decide(session, credential, container, id_or_path)
             except (NotFound, Unauthorized, UpstreamRejected) as decision:
                 self.cache.put(key, _fresh(decision))  # without the traceback and its frames
                 raise
@@ -124,29 +119,29 @@ class Permissions:
 
     async def _decide(
         self,
-        gl: gitlab.Gitlab,
+        session: UpstreamSession,
         credential: Credential | None,
         container: str,
         id_or_path: str,
     ) -> ContainerInfo:
-        user = await self._user(gl, credential) if credential is not None else None
-        info = await self._lookup(gl, container, id_or_path, anonymous=user is None)
+        user = await self._user(session, credential) if credential is not None else None
+        info = await self._lookup(session, container, id_or_path, anonymous=user is None)
         if user is not None and (user.is_admin or (container == "group" and user.is_auditor)):
             return info
         if user is None:
             raise Unauthorized()
-        level = await self._access_level(gl, container, info.id, user.id)
+        level = await self._access_level(session, container, info.id, user.id)
         if level < REPORTER:
             raise Unauthorized()
         return info
 
-    async def _user(self, gl: gitlab.Gitlab, credential: Credential) -> UserInfo:
+    async def _user(self, session: UpstreamSession, credential: Credential) -> UserInfo:
         key = (self.caller_key(credential), "user")
         cached = self.cache.get(key)
         if isinstance(cached, UserInfo):
             return cached
         try:
-            user = await self.upstream.fetch_user(gl)
+            user = await session.fetch_user()
         except UpstreamStatus as exc:
             if exc.status in (401, 403):
                 raise UpstreamRejected(exc.status, _as_body(exc.body), exc.headers) from None
@@ -155,12 +150,12 @@ class Permissions:
         return user
 
     async def _lookup(
-        self, gl: gitlab.Gitlab, container: str, id_or_path: str, *, anonymous: bool
+        self, session: UpstreamSession, container: str, id_or_path: str, *, anonymous: bool
     ) -> ContainerInfo:
-        fetch = self.upstream.fetch_project if container == "project" else self.upstream.fetch_group
+        fetch = session.fetch_project if container == "project" else session.fetch_group
         message = PROJECT_NOT_FOUND if container == "project" else GROUP_NOT_FOUND
         try:
-            return await fetch(gl, id_or_path)
+            return await fetch(id_or_path)
         except UpstreamStatus as exc:
             if exc.status in (403, 404) or (exc.status == 401 and anonymous):
                 raise NotFound({"message": message}) from None
@@ -169,19 +164,14 @@ class Permissions:
             raise _unexpected(exc) from None
 
     async def _access_level(
-        self, gl: gitlab.Gitlab, container: str, container_id: int, user_id: int
+        self, session: UpstreamSession, container: str, container_id: int, user_id: int
     ) -> int:
         try:
-            return await self.upstream.fetch_access_level(gl, container, container_id, user_id)
+            return await session.fetch_access_level(container, container_id, user_id)
         except UpstreamStatus as exc:
             if exc.status in (401, 403):
                 return 0
             raise _unexpected(exc) from None
-
-
-def _could_be_a_token(token: str) -> bool:
-    """GitLab tokens (personal, project, group, OAuth) are printable ASCII without spaces."""
-    return token.isascii() and token.isprintable() and " " not in token
 
 
 def _fresh(error: ProxyError) -> ProxyError:

@@ -35,7 +35,6 @@ from proxy.errors import (
     TOKEN_IN_QUERY,
     BadRequest,
 )
-from proxy.facts import TIERS
 
 __all__ = [
     "DEFAULT_INTERVAL",
@@ -60,6 +59,8 @@ METRICS = (
     "change_failure_rate",
 )
 INTERVALS = ("all", "monthly", "daily")
+# GitLab's environment tiers, in its canonical order (answers list tiers in this order).
+TIERS = ("production", "staging", "testing", "development", "other")
 DEFAULT_INTERVAL = "daily"
 DEFAULT_TIERS = ("production",)
 MAX_RANGE_DAYS = 180  # largest valid end - start; 181 calendar days inclusive

@@ -1,8 +1,8 @@
-"""The server secret that keys per-credential hashes (keyed BLAKE2b), so no token is kept."""
+"""The server secret that keys per-credential digests (proxy/credentials.py), so no token is kept:
+configured, or generated once and stored 0600 beside the cache."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 import secrets
 from pathlib import Path
@@ -26,18 +26,3 @@ def load_server_secret(configured: str | None, directory: Path) -> bytes:
         value = secrets.token_hex(32).encode()
         handle.write(value)
     return value
-
-
-def credential_key(secret: bytes, token: str) -> str:
-    """A MAC of a token (BLAKE2b in keyed mode, 128 bits): stable per credential, useless to
-    anyone without the secret. Every request computes one (the recent-answer key), and keyed
-    BLAKE2b costs 0.5 µs where HMAC-SHA256 costs 1.2 µs. `secret` is from `mac_key`."""
-    return hashlib.blake2b(token.encode(), key=secret, digest_size=16).hexdigest()
-
-
-def mac_key(secret: bytes) -> bytes:
-    """The server secret as a BLAKE2b key: a secret longer than its 64 bytes is hashed down."""
-    return secret if len(secret) <= _MAX_KEY else hashlib.blake2b(secret).digest()
-
-
-_MAX_KEY = 64

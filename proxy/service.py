@@ -1,7 +1,13 @@
-"""One DORA request, top to bottom: permission → validation → answer cache → facts → compute.
+"""One DORA request, top to bottom, in GitLab's order of checks:
 
-Handlers hand over plain values (container kind, id or path, credential, parsed query); what
-comes back is the exact body bytes plus what the HTTP layer needs for caching headers.
+recall (this caller's identical request seconds ago) → parse (presence, date syntax) →
+authorize → validate (range, interval, metric, tiers) → answer cache → facts (cache or upstream)
+→ compute (pure, off the event loop) → store → remember.
+
+Everything that asks a DORA question goes through `DoraService.answer`: the HTTP handler and
+`dora-proxy cache warm`. Webhooks go through `DoraService.invalidate`. Callers hand over plain
+values (`DoraRequest`, a credential); what comes back is the exact body bytes plus what the
+HTTP layer needs for caching headers.
 """
 
 from __future__ import annotations
@@ -14,27 +20,52 @@ from dataclasses import dataclass
 from datetime import date
 from zoneinfo import ZoneInfo
 
-import gitlab
 import structlog
 from multidict import CIMultiDict
 
 from proxy.cache.base import Storage
+from proxy.cache.keys import CacheKeys
 from proxy.cache.lifetimes import put
 from proxy.clock import Clock, seconds_of, utc_now
 from proxy.collect import FactsCollector, Need
+from proxy.credentials import Credential
 from proxy.dora import compute_metric, render
 from proxy.errors import BadGateway, GatewayTimeout, ServiceUnavailable
-from proxy.facts import ProjectFacts
+from proxy.facts import ContainerInfo, ProjectFacts
 from proxy.permissions import Permissions
-from proxy.query import DoraQuery, UncheckedQuery, validate_query
+from proxy.query import DoraQuery, QueryItems, parse_query, validate_query
 from proxy.recent import RecentAnswers
 from proxy.single_flight import SingleFlight, StorageLock
 from proxy.telemetry.prometheus import Telemetry
-from proxy.upstream.client import ContainerInfo, Credential, Upstream
+from proxy.upstream import Upstream, UpstreamSession, count_upstream_calls
 
 log = structlog.get_logger("proxy.service")
 
 UPSTREAM_FAULTS = (BadGateway, GatewayTimeout, ServiceUnavailable)
+
+
+@dataclass(frozen=True, slots=True)
+class DoraRequest:
+    """One DORA question as it arrived: which container, and the raw query parameters.
+
+    `url` is the request target as sent; with it, an identical request of the same caller
+    within seconds is answered from memory (`RecentAnswers`). Without it nothing is recalled
+    or remembered (cache warm, GraphQL)."""
+
+    container: str  # "project" or "group"
+    id_or_path: str
+    params: QueryItems
+    url: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """What a webhook reports: the facts of one project changed ("deployments" or
+    "incidents"); `path_with_namespace` names the groups whose answers include it."""
+
+    facts: str
+    project_id: int
+    path_with_namespace: str | None
 
 
 @dataclass(frozen=True)
@@ -91,7 +122,8 @@ class DoraService:
         collector: FactsCollector,
         storage: Storage,
         policy: AnswerPolicy,
-        namespace: str,
+        keys: CacheKeys,
+        deadline: float | None,
         clock: Clock = utc_now,
         telemetry: Telemetry | None = None,
         replica_lock: StorageLock | None = None,
@@ -102,7 +134,8 @@ class DoraService:
         self.collector = collector
         self.storage = storage
         self.policy = policy
-        self.namespace = namespace
+        self.keys = keys
+        self.deadline = deadline
         self.clock = clock
         self.computations = SingleFlight()
         self.telemetry = telemetry or Telemetry()
@@ -120,9 +153,33 @@ class DoraService:
     def today(self) -> date:
         return self.collector.today()
 
-    def recall(self, credential: Credential | None, url: str) -> tuple[Answer | None, tuple]:
+    async def answer(
+        self,
+        request: DoraRequest,
+        credential: Credential | None,
+    ) -> Answer:
+        """The answer GitLab Ultimate would give; raises the error it would give otherwise.
+
+        Within the service's deadline (None for batch jobs such as `cache warm`), else 504."""
+        recalled, token = self._recall(credential, request.url)
+        if recalled is not None:
+            return recalled
+        count_upstream_calls()
+        try:
+            async with asyncio.timeout(self.deadline):
+                answer = await self._answer(request, credential)
+        except TimeoutError:
+            raise GatewayTimeout(detail="request deadline exceeded") from None
+        self._remember(token, answer)
+        return answer
+
+    def _recall(
+        self, credential: Credential | None, url: str | None
+    ) -> tuple[Answer | None, tuple]:
         """An answer this very caller got for this very URL today, seconds ago (or None), and
-        on a miss the token to remember the coming answer with (`remember`)."""
+        on a miss the token to remember the coming answer with (`_remember`)."""
+        if url is None:
+            return None, ()
         try:
             caller = self.permissions.caller_key(credential)
         except UnicodeError:  # not a token GitLab could issue; authorize() answers it
@@ -133,8 +190,8 @@ class DoraService:
             return answer, ()
         return None, (key, self.recent.generation, self.today())
 
-    def remember(self, token: tuple, answer: Answer) -> None:
-        """Keep a fresh answer for `recall`, as the one object every repeat is served, until
+    def _remember(self, token: tuple, answer: Answer) -> None:
+        """Keep a fresh answer for `_recall`, as the one object every repeat is served, until
         the end of the local day it was asked on: defaults such as `end_date` depend on the
         day."""
         if token and answer.cache in ("hit", "miss"):
@@ -143,16 +200,11 @@ class DoraService:
             lifetime = min(answer.max_age, day_ends - self._seconds())
             self.recent.put(key, answer.recalled(), lifetime, generation, valid_until=day_ends)
 
-    async def metrics(
-        self,
-        container: str,
-        id_or_path: str,
-        credential: Credential | None,
-        unchecked: UncheckedQuery,
-    ) -> Answer:
-        """The answer GitLab Ultimate would give; raises the error it would give otherwise."""
-        client = functools.cache(lambda: self.upstream.client(credential))
-        info = await self.permissions.authorize(client, credential, container, id_or_path)
+    async def _answer(self, request: DoraRequest, credential: Credential | None) -> Answer:
+        container = request.container
+        unchecked = parse_query(request.params, self.today())
+        session = self.upstream.session(credential)
+        info = await self.permissions.authorize(session, credential, container, request.id_or_path)
         query = validate_query(unchecked)
         key, stale_key = await self._answer_keys(container, info, query)
         ttl = self.policy.ttl_past if query.end_date < self.today() else self.policy.ttl_current
@@ -163,7 +215,7 @@ class DoraService:
 
         def compute() -> Awaitable[bytes]:
             return self.telemetry.computing(
-                self._compute_and_store(client(), container, info, query, key, stale_key, ttl)
+                self._compute_and_store(session, container, info, query, key, stale_key, ttl)
             )
 
         lock = self.replica_lock if ttl > 0 else None  # an uncached answer is never shared
@@ -186,9 +238,28 @@ class DoraService:
             return Answer(stale, "stale", 0)
         return Answer(body, "miss", int(ttl))
 
+    async def invalidate(self, change: Change) -> None:
+        """A webhook's change: facts first, then answer generations, so an answer recomputed
+        in between reads fresh facts. The `|stale` copies stay: they are what a later upstream
+        failure falls back to."""
+        self.recent.clear()  # this process's seconds-long memory of answers, whatever project
+        if change.facts == "deployments":
+            await self.collector.invalidate_deployments(change.project_id)
+        else:
+            await self.collector.invalidate_incidents(change.project_id)
+        keys = [self.keys.answers_generation("project", change.project_id)]
+        if change.path_with_namespace:
+            keys += [
+                self.keys.answers_generation("group", group)
+                for group in ancestor_groups(change.path_with_namespace)
+            ]
+        for key in keys:
+            await self.storage.incr(key)
+        self.recent.clear()  # again: an answer remembered meanwhile may predate the bump
+
     async def _compute_and_store(
         self,
-        gl: gitlab.Gitlab,
+        session: UpstreamSession,
         container: str,
         info: ContainerInfo,
         query: DoraQuery,
@@ -204,13 +275,13 @@ class DoraService:
         if container == "project":
             facts = [
                 await self.collector.project_facts(
-                    gl, info.id, query.start_date, query.end_date, need
+                    session, info.id, query.start_date, query.end_date, need
                 )
             ]
         else:
-            projects = await self.collector.group_projects(gl, info)
+            projects = await self.collector.group_projects(session, info)
             facts = await self.collector.group_facts(
-                gl, info, projects, query.start_date, query.end_date, need
+                session, info, projects, query.start_date, query.end_date, need
             )
         # Pure CPU work (a few hundred ms for a large group): off the event loop, so other
         # requests, probes and cache hits keep being served meanwhile.
@@ -229,15 +300,12 @@ class DoraService:
         )
         return body
 
-    def generation_key(self, container: str, ref: int | str) -> str:
-        return f"{self.namespace}|{container}:{ref}|answers-generation"
-
     async def _answer_keys(
         self, container: str, info: ContainerInfo, query: DoraQuery
     ) -> tuple[str, str]:
         """(fresh key, stale key). The fresh key carries the container's webhook generation."""
         ref = info.id if container == "project" else info.full_path
-        generation = await self.storage.get(self.generation_key(container, ref))
+        generation = await self.storage.get(self.keys.answers_generation(container, ref))
         params = "|".join(
             (
                 query.metric,
@@ -247,9 +315,11 @@ class DoraService:
                 query.end_date.isoformat(),
             )
         )
-        base = f"{self.namespace}|answer|{container}:{info.id}|{params}"
         gen = generation.decode() if generation else "0"
-        return f"{base}|g{gen}", f"{base}|stale"
+        return (
+            self.keys.answer(container, info.id, params, gen),
+            self.keys.stale_answer(container, info.id, params),
+        )
 
 
 def _compute_body(facts: list[ProjectFacts], query: DoraQuery, tz: ZoneInfo) -> bytes:
@@ -264,3 +334,9 @@ def _compute_body(facts: list[ProjectFacts], query: DoraQuery, tz: ZoneInfo) -> 
             tz=tz,
         )
     )
+
+
+def ancestor_groups(path_with_namespace: str) -> list[str]:
+    """Every group whose answers include the project: "a/b/app" → ["a", "a/b"]."""
+    parts = path_with_namespace.strip("/").split("/")[:-1]
+    return ["/".join(parts[: n + 1]) for n in range(len(parts))]

@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 from graphql import GraphQLError, build_schema, graphql
 
+from proxy.demo import access
+
 if TYPE_CHECKING:
     from proxy.demo.server import FakeGitLab
     from proxy.demo.world import Group, Project, User
@@ -132,14 +134,14 @@ class _Root:
         self.user = user
 
     def project(self, info: Any, fullPath: str) -> dict[str, Any] | None:
-        project = self.fake._find_project(fullPath)
-        if project is None or not self.fake.can_see_project(self.user, project):
+        project = access.find_project(self.fake.world, fullPath)
+        if project is None or not access.can_see_project(self.fake.world, self.user, project):
             return None
         return self._project(project)
 
     def group(self, info: Any, fullPath: str) -> dict[str, Any] | None:
-        group = self.fake._find_group(fullPath)
-        if group is None or not self.fake.can_see_group(self.user, group):
+        group = access.find_group(self.fake.world, fullPath)
+        if group is None or not access.can_see_group(self.fake.world, self.user, group):
             return None
         return self._group(group)
 
@@ -180,7 +182,7 @@ class _Root:
             visible = [
                 self._project(p)
                 for p in sorted(world.projects.values(), key=lambda p: p.id)
-                if p.group_id in inside and self.fake.can_see_project(self.user, p)
+                if p.group_id in inside and access.can_see_project(world, self.user, p)
             ]
             return {"count": len(visible), "nodes": visible[:first]}
 

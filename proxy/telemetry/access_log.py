@@ -28,7 +28,7 @@ from aiohttp import web
 from yarl import URL
 
 from proxy.telemetry.redaction import redacted_text
-from proxy.upstream.client import CallStats
+from proxy.upstream.calls import CallStats
 
 FLUSH_DELAY = 0.05
 MAX_PENDING = 256  # at 25 000 requests/s a batch every 10 ms: rendering one stalls ~0.3 ms

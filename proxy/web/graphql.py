@@ -13,7 +13,6 @@ The request is parsed (graphql-core) and planned by `proxy.graphql_dora.plan`:
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 from datetime import date
 from typing import Any
@@ -24,6 +23,7 @@ from multidict import MultiDict
 
 from proxy import graphql_dora
 from proxy.collect import Need
+from proxy.credentials import Credential, credential_from
 from proxy.dora import compute_daily_rows
 from proxy.errors import (
     BadGateway,
@@ -32,12 +32,12 @@ from proxy.errors import (
     ProxyError,
     Unauthorized,
 )
-from proxy.facts import TIERS, dumps
+from proxy.facts import dumps
 from proxy.graphql_dora import Access
-from proxy.query import parse_query
-from proxy.service import DoraService
-from proxy.upstream.client import Credential
-from proxy.web.handlers import REQUEST_DEADLINE, SERVICE, credential_from
+from proxy.query import TIERS
+from proxy.service import DoraRequest, DoraService
+from proxy.upstream import count_upstream_calls
+from proxy.web.handlers import SERVICE
 from proxy.web.passthrough import (
     LOOP_DETECTED,
     PASS_THROUGH,
@@ -46,7 +46,7 @@ from proxy.web.passthrough import (
     looped,
     relay,
 )
-from proxy.web.routing import count_upstream_calls, json_error
+from proxy.web.routing import json_error
 
 PATH = "/api/graphql"
 CREDENTIAL_HEADERS = ("PRIVATE-TOKEN", "Authorization", "JOB-TOKEN", "Cookie")
@@ -74,13 +74,11 @@ class ServiceBackend:
     def today(self) -> date:
         return self.service.today()
 
-    def _client(self) -> Any:
-        return functools.cache(lambda: self.service.upstream.client(self.credential))
-
     async def access(self, container: str, full_path: str) -> Access | None:
+        session = self.service.upstream.session(self.credential)
         try:
             info = await self.service.permissions.authorize(
-                self._client(), self.credential, container, full_path
+                session, self.credential, container, full_path
             )
         except NotFound:
             return None
@@ -91,21 +89,20 @@ class ServiceBackend:
     async def metric(
         self, container: str, full_path: str, params: list[tuple[str, str]]
     ) -> list[dict[str, Any]]:
-        unchecked = parse_query(MultiDict(params), self.service.today())
-        answer = await self.service.metrics(container, full_path, self.credential, unchecked)
+        answer = await self.service.answer(
+            DoraRequest(container, full_path, MultiDict(params)), self.credential
+        )
         return json.loads(answer.body)
 
     async def projects_with_rows(
         self, group_path: str, start: date, end: date
     ) -> list[tuple[int, str]]:
         service = self.service
-        info = await service.permissions.authorize(
-            self._client(), self.credential, "group", group_path
-        )
-        gl = service.upstream.client(self.credential)
-        projects = await service.collector.group_projects(gl, info)
+        session = service.upstream.session(self.credential)
+        info = await service.permissions.authorize(session, self.credential, "group", group_path)
+        projects = await service.collector.group_projects(session, info)
         facts = await service.collector.group_facts(
-            gl, info, projects, start, end, Need(False, True, frozenset(TIERS))
+            session, info, projects, start, end, Need(False, True, frozenset(TIERS))
         )
         tz = service.collector.policy.tz
         with_rows = {f.project_id for f in facts if compute_daily_rows(f, TIERS, start, end, tz)}
@@ -146,10 +143,10 @@ async def graphql_endpoint(request: web.Request) -> web.StreamResponse:
         return json_error(404, {"error": "404 Not Found"})
     count_upstream_calls()
     service = request.app[SERVICE]
-    backend = ServiceBackend(service, credential_from(request), passthrough, request)
+    backend = ServiceBackend(service, credential_from(request.headers), passthrough, request)
     variables = payload.get("variables")
     try:
-        async with asyncio.timeout(request.app[REQUEST_DEADLINE]):
+        async with asyncio.timeout(passthrough.deadline):
             local = await _execute(plan.local, backend, variables, payload.get("operationName"))
             if plan.kind == "split" and "data" in local:
                 remote = await _remote(request, passthrough, plan.remote, payload)

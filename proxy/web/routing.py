@@ -24,7 +24,7 @@ from proxy.errors import GatewayTimeout, ProxyError
 from proxy.facts import dumps
 from proxy.telemetry.access_log import REQUEST_LOG
 from proxy.telemetry.prometheus import TELEMETRY, UNMATCHED, Telemetry
-from proxy.upstream.client import CURRENT_STATS, CallStats
+from proxy.upstream.calls import CURRENT_STATS
 
 log = structlog.get_logger("proxy.request")
 CACHE_STATUS = web.RequestKey("cache_status", str)
@@ -43,18 +43,6 @@ def json_error(
     return web.Response(
         status=status, body=dumps(body), content_type="application/json", headers=headers
     )
-
-
-def count_upstream_calls() -> CallStats:
-    """Count the upstream calls made from here on for this request (for its log line).
-
-    Called by a handler about to need the upstream, not for every request: a repeated request
-    answered from memory never reaches GitLab and should not pay for the bookkeeping. The
-    context variable lives in the request's task (aiohttp runs each request in its own), so
-    it ends with the request and `observed` reads it there."""
-    stats = CallStats()
-    CURRENT_STATS.set(stats)
-    return stats
 
 
 # Probes and scrapes hit every few seconds; their lines would drown the requests that matter.

@@ -37,7 +37,7 @@ import structlog
 from aiohttp import web
 
 from proxy.facts import dumps
-from proxy.service import DoraService
+from proxy.service import Change
 from proxy.web.handlers import SERVICE
 from proxy.web.routing import add_route
 
@@ -59,15 +59,6 @@ KIND_OF_EVENT = {
 
 class BadPayload(Exception):
     """The delivery is not a well-formed event we understand; answered 400, nothing changes."""
-
-
-@dataclass(frozen=True, slots=True)
-class Change:
-    """What one event invalidates: `facts` is "deployments" or "incidents"."""
-
-    facts: str
-    project_id: int
-    path_with_namespace: str | None
 
 
 class RecentKeys:
@@ -139,7 +130,7 @@ async def receive(request: web.Request) -> web.Response:
         return _reply(400, {"error": reason})
 
     if change is not None:
-        task = asyncio.ensure_future(invalidate(request.app[SERVICE], change))
+        task = asyncio.ensure_future(request.app[SERVICE].invalidate(change))
         done, _ = await asyncio.wait({task}, timeout=INLINE_WAIT)
         if task in done:
             task.result()  # a storage failure answers 500: GitLab delivers again later
@@ -230,27 +221,3 @@ def _maybe_incident(kind: str, payload: dict[str, Any]) -> bool:
     if any(isinstance(value, str) and value.lower() == "incident" for value in seen):
         return True
     return kind == "work_item" and all(value is None for value in seen)
-
-
-def ancestor_groups(path_with_namespace: str) -> list[str]:
-    """Every group whose answers include the project: "a/b/app" → ["a", "a/b"]."""
-    parts = path_with_namespace.strip("/").split("/")[:-1]
-    return ["/".join(parts[: n + 1]) for n in range(len(parts))]
-
-
-async def invalidate(service: DoraService, change: Change) -> None:
-    """Facts first, then answer generations: an answer recomputed in between reads fresh facts."""
-    service.recent.clear()  # this process's seconds-long memory of answers, whatever project
-    if change.facts == "deployments":
-        await service.collector.invalidate_deployments(change.project_id)
-    else:
-        await service.collector.invalidate_incidents(change.project_id)
-    keys = [service.generation_key("project", change.project_id)]
-    if change.path_with_namespace:
-        keys += [
-            service.generation_key("group", group)
-            for group in ancestor_groups(change.path_with_namespace)
-        ]
-    for key in keys:
-        await service.storage.incr(key)
-    service.recent.clear()  # again: an answer remembered meanwhile may predate the bump

@@ -17,8 +17,6 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from proxy.dora import (
-    INTERVALS,
-    METRICS,
     DailyRow,
     aggregate,
     compute_daily_rows,
@@ -26,6 +24,7 @@ from proxy.dora import (
     render,
 )
 from proxy.facts import Deployment, Environment, Incident, MergeRequest, ProjectFacts, parse_time
+from proxy.query import INTERVALS, METRICS
 
 UTC_ZONE = ZoneInfo("UTC")
 BOTH = ("production", "staging")

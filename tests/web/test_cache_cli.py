@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 
 from proxy.cli import main
-from proxy.demo.server import FakeGitLab
+from proxy.demo import FakeGitLab
 from proxy.demo.world import REPORTER, World
-from proxy.dora import INTERVALS, METRICS
+from proxy.query import INTERVALS, METRICS
 
 RITA = {"PRIVATE-TOKEN": "tok-rita"}
 TARGETS = ("projects/20", "projects/acme%2Fapi", "groups/acme")

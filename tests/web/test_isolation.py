@@ -23,12 +23,12 @@ import structlog
 from aiohttp import web
 from yarl import URL
 
-from proxy.demo.server import FakeGitLab
+from proxy.credentials import Credential, credential_key, mac_key
+from proxy.demo import FakeGitLab
 from proxy.demo.world import REPORTER, World
 from proxy.errors import TOKEN_IN_QUERY
-from proxy.server_secret import SECRET_FILE, credential_key, mac_key
+from proxy.server_secret import SECRET_FILE
 from proxy.telemetry.redaction import redact
-from proxy.upstream.client import Credential
 from proxy.web.handlers import SERVICE
 from tests.scenarios.s06_s10 import build_s6
 

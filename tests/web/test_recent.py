@@ -7,8 +7,8 @@ import json
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
+from proxy.credentials import credential_key, mac_key
 from proxy.demo.world import REPORTER, World
-from proxy.server_secret import credential_key, mac_key
 
 NOW = datetime(2021, 3, 1, tzinfo=UTC)
 URL = (

@@ -1,0 +1,168 @@
+"""The upstream endpoints the proxy reads: their paths and queries, and GitLab's JSON turned into
+fact records. Pure: no I/O; `session.py` makes the calls.
+
+Valid JSON that is not shaped like GitLab's answer (a missing key, a list for a dict, a bad
+timestamp) raises `Malformed`, which the session turns into a 502 naming the call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import quote
+
+from proxy.facts import (
+    ContainerInfo,
+    Deployment,
+    Environment,
+    Incident,
+    MergeRequest,
+    UserInfo,
+    parse_time,
+)
+
+Json = dict[str, Any]
+# Everything a GitLab answer of the wrong shape can raise while being read.
+MALFORMED = (KeyError, TypeError, ValueError, AttributeError, OverflowError)
+
+GROUP_PROJECTS_QUERY = {
+    "include_subgroups": "true",
+    "with_shared": "false",
+    "order_by": "id",
+    "sort": "asc",
+    "simple": "true",
+}
+
+
+def encode_segment(id_or_path: str) -> str:
+    """One URL path segment for an id or full path, whatever the caller sent.
+
+    python-gitlab does not encode path arguments of http_request, and `requests` would read a
+    raw `#` as a fragment, `?` as a query and resolve `.`/`..` segments (`/projects/..`
+    became `GET /api/v4/`). Everything but unreserved characters is percent-encoded, and a
+    segment of dots has its dots encoded too, so the upstream sees the caller's id as one
+    opaque segment and answers 404 for nonsense, as GitLab itself would.
+    """
+    segment = quote(id_or_path, safe="")
+    if segment.strip(".") == "":
+        segment = segment.replace(".", "%2E")
+    return segment
+
+
+def utc_text(value: datetime) -> str:
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def user(data: Json) -> UserInfo:
+    return UserInfo(
+        id=int(data["id"]),
+        is_admin=data.get("is_admin") is True,
+        is_auditor=data.get("is_auditor") is True,
+    )
+
+
+def project(data: Json) -> ContainerInfo:
+    return ContainerInfo(id=int(data["id"]), full_path=str(data["path_with_namespace"]))
+
+
+def group(data: Json) -> ContainerInfo:
+    return ContainerInfo(id=int(data["id"]), full_path=str(data["full_path"]))
+
+
+def access_level(data: Json) -> int:
+    """Effective access level of a `members/all/:user` answer; 0 for a blocked or pending member."""
+    state = data.get("membership_state", "active")
+    if data.get("state", "active") != "active" or state != "active":
+        return 0
+    return int(data["access_level"] or 0)
+
+
+def group_projects(items: Iterable[Json], group: ContainerInfo) -> list[ContainerInfo]:
+    """The group's own and descendant projects, by id; a project shared into it is not one."""
+    prefix = group.full_path + "/"
+    projects = []
+    for item in items:
+        namespace = str((item.get("namespace") or {}).get("full_path", ""))
+        if namespace == group.full_path or namespace.startswith(prefix):
+            projects.append(ContainerInfo(int(item["id"]), str(item["path_with_namespace"])))
+    return sorted(projects, key=lambda p: p.id)
+
+
+def environments(items: Iterable[Json]) -> tuple[Environment, ...]:
+    return tuple(
+        Environment(
+            int(i["id"]),
+            str(i["name"]),
+            str(i.get("tier") or "other"),
+            str(i.get("state") or "available"),
+        )
+        for i in items
+    )
+
+
+def deployments_query(finished_after: datetime, finished_before: datetime) -> dict[str, str]:
+    return {
+        "status": "success",
+        "order_by": "finished_at",
+        "sort": "asc",
+        "finished_after": utc_text(finished_after),
+        "finished_before": utc_text(finished_before),
+    }
+
+
+def deployments(items: Iterable[Json]) -> tuple[Deployment, ...]:
+    """Successful deployments with an environment; finished at the job's finish time, else the
+    deployment's last update (spec §3.2)."""
+    result = []
+    for item in items:
+        if item.get("status") != "success" or not item.get("environment"):
+            continue
+        deployable = item.get("deployable") or {}
+        finished = deployable.get("finished_at") or item.get("updated_at")
+        if not finished:
+            continue
+        result.append(
+            Deployment(int(item["id"]), int(item["environment"]["id"]), parse_time(finished))
+        )
+    return tuple(result)
+
+
+def merge_requests(items: Iterable[Json]) -> tuple[MergeRequest, ...]:
+    return tuple(
+        MergeRequest(int(i["id"]), parse_time(i["merged_at"]) if i.get("merged_at") else None)
+        for i in items
+    )
+
+
+def incidents_query(updated_after: datetime) -> dict[str, str]:
+    return {
+        "issue_type": "incident",
+        "updated_after": utc_text(updated_after),
+        "order_by": "updated_at",
+        "sort": "asc",
+        "scope": "all",
+    }
+
+
+def is_incident(item: Json) -> bool:
+    return item.get("issue_type") == "incident" or item.get("type") == "INCIDENT"
+
+
+def incident(item: Json) -> Incident:
+    closed = item.get("closed_at") if item.get("state") == "closed" else None
+    return Incident(
+        int(item["id"]), parse_time(item["created_at"]), parse_time(closed) if closed else None
+    )
+
+
+def incidents(items: Iterable[Json]) -> tuple[Incident, ...]:
+    return tuple(incident(i) for i in items if is_incident(i))
+
+
+def incidents_by_project(items: Iterable[Json]) -> dict[int, list[Incident]]:
+    by_project: dict[int, list[Incident]] = {}
+    for item in items:
+        if is_incident(item):
+            by_project.setdefault(int(item["project_id"]), []).append(incident(item))
+    return by_project
