@@ -150,7 +150,7 @@ class _Routes:
             fields = json.loads(body or b"{}")
         else:
             fields = dict(parse_qsl(body.decode()))
-        return web.json_response(
+        response = web.json_response(
             {
                 "iid": 1,
                 "project_id": int(request.match_info["id"]),
@@ -159,3 +159,6 @@ class _Routes:
             },
             status=201,
         )
+        # A session cookie as GitLab's Rails sets one: it belongs to this caller only.
+        response.set_cookie("_gitlab_session", f"session-of-{request.headers.get('PRIVATE-TOKEN')}")
+        return response

@@ -18,6 +18,7 @@ import gitlab
 import pytest
 
 from proxy.demo.passthrough_routes import pattern_bytes
+from proxy.demo.server import FakeGitLab
 from proxy.demo.world import REPORTER, World
 from proxy.telemetry.access_log import REQUEST_LOG
 from tests.scenarios.s01_s05 import S1
@@ -339,3 +340,28 @@ async def test_a_request_that_comes_back_to_the_proxy_is_refused(start_stack) ->
     )
     assert response.status == 508
     assert stack.fake.calls_of("project") == []
+
+
+async def test_one_callers_cookies_never_reach_another(start_stack) -> None:
+    """The shared client session keeps no cookie jar: a Set-Cookie goes back to its caller
+    only, and the next caller's request carries no cookie it did not send."""
+    fake = FakeGitLab(S1.world())
+    # a host name, not an IP address: a cookie jar would keep cookies for it
+    fake.url = (await fake.start()).replace("127.0.0.1", "localhost")
+    stack = await start_stack(fake.world, fake=fake)
+    response = await stack.client.post(
+        "/api/v4/projects/11/issues", json={"title": "a"}, headers=RITA
+    )
+    assert "session-of-tok-rita" in response.headers["Set-Cookie"]
+    stack.client.session.cookie_jar.clear()
+    async with (
+        aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as other,
+        other.post(
+            f"{stack.base_url}/api/v4/projects/11/issues",
+            json={"title": "b"},
+            headers={"PRIVATE-TOKEN": "tok-maria"},
+        ) as second,
+    ):
+        assert second.status in (201, 401)
+    assert "Cookie" not in stack.fake.received[-1].headers
+    await fake.close()
