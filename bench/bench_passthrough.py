@@ -7,7 +7,9 @@ its own process, pass_through=all) run side by side; wrk asks `GET /api/v4/proje
 project's JSON, ~0.7 kB, a call no DORA route takes) of each, alternating A/B per round:
 - latency: one connection (`-c1`), so the p50 difference is the time the proxy adds per call;
 - throughput: `--connections` connections, requests/s of the proxy over direct.
-Targets (issue 13): at most 1 ms added at p50, at least 0.8x the direct requests/s. The machine
+Targets (issue 13): at most 1 ms added at p50, at least 0.8x the direct requests/s. The CPU
+each server process spends per request (user + system, from /proc) is printed too: it is the
+figure least disturbed by other load on the machine. The machine
 has 2 cores shared by wrk, the fake and the proxy: the proxy's process competes for CPU with the
 very upstream it forwards to, which the direct runs do not pay.
 """
@@ -52,7 +54,8 @@ def run(args: argparse.Namespace) -> None:
                     print(
                         f"  round {round_ + 1} {mode} -c{connections} {name}: "
                         f"{result['rps']:.0f} req/s, p50 {result['p50']:.3f} ms, "
-                        f"p99 {result['p99']:.3f} ms",
+                        f"p99 {result['p99']:.3f} ms, server CPU "
+                        f"{result['user_us'] + result['sys_us']:.0f} µs/request",
                         flush=True,
                     )
     rows = []
@@ -67,6 +70,7 @@ def run(args: argparse.Namespace) -> None:
                     f"{median([r['rps'] for r in runs]):.0f}",
                     f"{median([r['p50'] for r in runs]):.3f}",
                     f"{median([r['p99'] for r in runs]):.3f}",
+                    f"{median([r['user_us'] + r['sys_us'] for r in runs]):.0f}",
                 ]
             )
     print(
@@ -75,7 +79,16 @@ def run(args: argparse.Namespace) -> None:
     )
     print(
         markdown_table(
-            ["mode", "target", "req/s per run", "req/s median", "p50 ms", "p99 ms"], rows
+            [
+                "mode",
+                "target",
+                "req/s per run",
+                "req/s median",
+                "p50 ms",
+                "p99 ms",
+                "server CPU µs/request",
+            ],
+            rows,
         )
     )
     added = [

@@ -130,9 +130,20 @@ def add_unrouted(app: web.Application, forward: Handler | None = None) -> None:
         resource.add_route("*", refuse)
         return
     passed = observed(forward, PASSTHROUGH_ROUTE, app[TELEMETRY])
+    api_routes: list[web.AbstractResource] = []  # the routes under /api/v4/, once frozen
 
     async def unrouted(request: web.Request) -> web.StreamResponse:
-        if request.path.startswith(API_PREFIX) and not await _allowed_methods(request):
+        if request.path.startswith(API_PREFIX):
+            if not api_routes:
+                api_routes.extend(
+                    r
+                    for r in request.app.router.resources()
+                    if not isinstance(r, Unrouted) and r.canonical.startswith(API_PREFIX)
+                )
+            # Only a route under /api/v4/ can own this path (a 405 rather than forwarding).
+            for resource in api_routes:
+                if (await resource.resolve(request))[1]:
+                    return await refuse(request)
             return await passed(request)
         return await refuse(request)
 

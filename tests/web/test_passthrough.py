@@ -194,6 +194,7 @@ async def test_credentials_reach_the_upstream_and_hop_by_hop_headers_do_not(star
             "Proxy-Authorization": "Basic secret",
             "Cookie": "_gitlab_session=abc",
         }
+        stack.client.session.cookie_jar.clear()  # only the Cookie header below is sent
         response = await stack.client.post(
             "/api/v4/projects/11/issues", json={"title": "t"}, headers={**headers, **extra}
         )
