@@ -50,6 +50,8 @@ HOP_BY_HOP = frozenset(
         "transfer-encoding",
         "upgrade",
         "host",
+        # answered by aiohttp's server already (100 Continue); the upstream gets a plain request
+        "expect",
     }
 )
 # Added to every forwarded request; a request arriving with it came back from our own upstream

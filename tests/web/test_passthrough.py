@@ -366,3 +366,20 @@ async def test_one_callers_cookies_never_reach_another(start_stack) -> None:
         assert second.status in (201, 401)
     assert "Cookie" not in stack.fake.received[-1].headers
     await fake.close()
+
+
+async def test_an_upload_with_expect_100_continue_goes_through(start_stack) -> None:
+    """curl sends `Expect: 100-continue` before large uploads; the proxy's server answers the
+    100 itself and forwards a plain request."""
+    stack = await start_stack(S1.world())
+    body = os.urandom(200_000)
+    response = await stack.client.put(
+        "/api/v4/projects/11/packages/generic/tool/2.0/x.bin",
+        data=body,
+        headers=RITA,
+        expect100=True,
+    )
+    assert response.status == 201
+    received = stack.fake.received[-1]
+    assert received.sha256 == hashlib.sha256(body).hexdigest()
+    assert "Expect" not in received.headers
