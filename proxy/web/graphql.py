@@ -36,7 +36,7 @@ from proxy.facts import dumps
 from proxy.graphql_dora import Access
 from proxy.query import TIERS
 from proxy.service import DoraRequest, DoraService
-from proxy.upstream import count_upstream_calls
+from proxy.upstream import CURRENT_STATS, CallStats, count_upstream_calls
 from proxy.web.handlers import SERVICE
 from proxy.web.passthrough import (
     LOOP_DETECTED,
@@ -89,9 +89,11 @@ class ServiceBackend:
     async def metric(
         self, container: str, full_path: str, params: list[tuple[str, str]]
     ) -> list[dict[str, Any]]:
+        request_stats = CURRENT_STATS.get()
         answer = await self.service.answer(
             DoraRequest(container, full_path, MultiDict(params)), self.credential
         )
+        _count_into(request_stats)
         return json.loads(answer.body)
 
     async def projects_with_rows(
@@ -120,6 +122,15 @@ class ServiceBackend:
                 return (await response.json()).get("name")
             finally:
                 response.release()
+
+
+def _count_into(request_stats: CallStats | None) -> None:
+    """`service.answer` counts its upstream calls in a `CallStats` of its own (set in this
+    resolver's context): add them to the GraphQL request's, which its log line reads."""
+    answer_stats = CURRENT_STATS.get()
+    if request_stats is not None and answer_stats is not None and answer_stats is not request_stats:
+        request_stats.calls.update(answer_stats.calls)
+        CURRENT_STATS.set(request_stats)
 
 
 async def graphql_endpoint(request: web.Request) -> web.StreamResponse:

@@ -15,9 +15,11 @@ from typing import Any
 from urllib.parse import urlencode
 
 import pytest
+import structlog
 
 from proxy.demo.graphql_routes import NOT_ALLOWED
 from proxy.demo.world import GUEST
+from proxy.telemetry.access_log import REQUEST_LOG
 from tests.scenarios.s16_s21 import S16, S17
 
 RITA = {"PRIVATE-TOKEN": "tok-rita"}
@@ -567,3 +569,14 @@ async def test_read_only_forwards_queries_and_refuses_mutations(start_stack) -> 
     }
     status, text = await post(stack, 'mutation { echo(text: "hi") }')
     assert (status, json.loads(text)) == (405, {"error": "405 Not Allowed"})
+
+
+async def test_the_request_log_line_counts_the_upstream_calls_of_every_metric(s16) -> None:
+    fields = "date deploymentFrequency changeFailureRate"
+    with structlog.testing.capture_logs() as events:
+        await answer(s16, project_metrics("s16/app", G1_ARGS, fields))
+        REQUEST_LOG.flush()
+    [line] = [e for e in events if e["event"] == "request" and e["path"] == "/api/graphql"]
+    kinds = line["upstream_calls_by_kind"]
+    assert kinds["deployments"] >= 1 and kinds["project_issues"] >= 1 and kinds["user"] == 1
+    assert line["upstream_calls"] == sum(kinds.values())
