@@ -116,12 +116,19 @@ class PassThrough:
         raw_path: str,
         headers: Iterable[tuple[str, str]],
         data: object = None,
+        *,
+        streamed_body: bool = False,
     ) -> aiohttp.ClientResponse:
         """Send one request upstream and wait for its headers (502/504 as `ProxyError`s).
-        The caller must release the response."""
+        The caller must release the response.
+
+        The headers must come within `request_deadline`, except after a streamed upload:
+        sending hundreds of MB may take longer than any request deadline, so there each chunk
+        of the body must arrive within `upstream_timeout` (`_paced`) and the answer must start
+        within `upstream_timeout` of the body's end (aiohttp's read timeout)."""
         what = f"{method} {raw_path.split('?', 1)[0]}"
         try:
-            async with asyncio.timeout(self.deadline):
+            async with asyncio.timeout(None if streamed_body else self.deadline):
                 return await self.session.request(
                     method,
                     self.upstream_url(raw_path),
@@ -236,6 +243,17 @@ async def relay(
     return response
 
 
+async def _paced(content: aiohttp.StreamReader, idle: float) -> AsyncIterator[bytes]:
+    """The caller's body, chunk by chunk as it arrives; a caller silent for `idle` seconds
+    mid-body ends the request (504) instead of holding an upstream connection forever."""
+    while True:
+        async with asyncio.timeout(idle):
+            chunk = await content.readany()
+        if not chunk:
+            return
+        yield chunk
+
+
 async def _chunks(upstream_response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
     async for chunk in upstream_response.content.iter_chunked(CHUNK):
         yield chunk
@@ -247,9 +265,13 @@ async def forward(request: web.Request, passthrough: PassThrough) -> web.StreamR
         return json_error(405, {"error": "405 Not Allowed"}, {"Allow": "GET, HEAD"})
     if looped(request):
         return json_error(508, LOOP_DETECTED)
-    data = request.content if request.body_exists else None
+    data = _paced(request.content, passthrough.read_timeout) if request.body_exists else None
     upstream_response = await passthrough.open(
-        request.method, request.raw_path, forwarded_headers(request.headers), data
+        request.method,
+        request.raw_path,
+        forwarded_headers(request.headers),
+        data,
+        streamed_body=data is not None,
     )
     try:
         return await relay(

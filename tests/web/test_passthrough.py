@@ -383,3 +383,44 @@ async def test_an_upload_with_expect_100_continue_goes_through(start_stack) -> N
     received = stack.fake.received[-1]
     assert received.sha256 == hashlib.sha256(body).hexdigest()
     assert "Expect" not in received.headers
+
+
+async def test_an_upload_may_outlast_the_request_deadline_while_it_flows(start_stack) -> None:
+    """A big upload takes as long as the caller's link needs: the request deadline bounds the
+    wait for an answer, not the body; a body that keeps flowing is never cut."""
+    stack = await start_stack(S1.world(), request_deadline=0.5, upstream_timeout=1.0)
+    sent = hashlib.sha256()
+
+    async def slow():
+        for _ in range(8):  # 1.6 s in all, never silent for 1 s
+            piece = os.urandom(10_000)
+            sent.update(piece)
+            yield piece
+            await asyncio.sleep(0.2)
+
+    response = await stack.client.put(
+        "/api/v4/projects/11/packages/generic/tool/3.0/slow.bin", data=slow(), headers=RITA
+    )
+    assert response.status == 201, await response.text()
+    assert stack.fake.received[-1].sha256 == sent.hexdigest()
+
+
+async def test_an_upload_that_stalls_is_cut(start_stack) -> None:
+    stack = await start_stack(S1.world(), request_deadline=5.0, upstream_timeout=0.5)
+
+    async def stalls():
+        yield b"x" * 1000
+        await asyncio.sleep(3)
+        yield b"y"
+
+    try:
+        response = await stack.client.put(
+            "/api/v4/projects/11/packages/generic/tool/4.0/stall.bin", data=stalls(), headers=RITA
+        )
+        status = response.status
+    except aiohttp.ClientError:
+        status = None  # the proxy may close the connection while the body is still coming
+    assert status in (504, None)
+    assert all(
+        r.path.endswith("/stall.bin") is False or r.length < 1001 for r in stack.fake.received
+    )
