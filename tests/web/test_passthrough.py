@@ -421,6 +421,4 @@ async def test_an_upload_that_stalls_is_cut(start_stack) -> None:
     except aiohttp.ClientError:
         status = None  # the proxy may close the connection while the body is still coming
     assert status in (504, None)
-    assert all(
-        r.path.endswith("/stall.bin") is False or r.length < 1001 for r in stack.fake.received
-    )
+    assert not any(r.path.endswith("/stall.bin") for r in stack.fake.received)
