@@ -580,3 +580,17 @@ async def test_the_request_log_line_counts_the_upstream_calls_of_every_metric(s1
     kinds = line["upstream_calls_by_kind"]
     assert kinds["deployments"] >= 1 and kinds["project_issues"] >= 1 and kinds["user"] == 1
     assert line["upstream_calls"] == sum(kinds.values())
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "{ project(fullPath: " + '"s16/app") { dora { metrics { date } } ',  # unbalanced
+        "{ a " * 3000 + "}" * 3000,  # nested past Python's recursion limit
+        "query { project(fullPath: 1) { dora { metrics(interval: 3) { date } } } }",
+    ],
+)
+async def test_malformed_documents_never_answer_500(s16, query: str) -> None:
+    status, text = await post(s16, query)
+    assert status in (200, 400), text
+    assert json.loads(text)["errors"]
