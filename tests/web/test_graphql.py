@@ -594,3 +594,12 @@ async def test_malformed_documents_never_answer_500(s16, query: str) -> None:
     status, text = await post(s16, query)
     assert status in (200, 400), text
     assert json.loads(text)["errors"]
+
+
+async def test_anonymous_on_a_public_project_sees_it_without_metrics(start_stack) -> None:
+    world = S16.world()
+    world.groups[160].visibility = "public"
+    world.projects[161].visibility = "public"
+    stack = await start_stack(world)
+    body = await answer(stack, project_metrics("s16/app", G1_ARGS), headers={})
+    assert body == {"data": {"project": {"dora": {"metrics": None}}}}
