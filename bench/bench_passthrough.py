@@ -1,6 +1,7 @@
 """Pass-through overhead: small GETs through the proxy vs straight to the fake GitLab, same run.
 
     .venv/bin/python -m bench.bench_passthrough [--rounds 3] [--duration 5] [--connections 16]
+        [--latency 0.02]
 
 The fake GitLab (`bench.fake_process`, its own process) and the proxy (`python -m proxy serve`,
 its own process, pass_through=all) run side by side; wrk asks `GET /api/v4/projects/100` (the
@@ -29,7 +30,7 @@ PATH = "/api/v4/projects/100"
 
 def run(args: argparse.Namespace) -> None:
     with (
-        FakeProcess("project", date.today().isoformat()) as fake,
+        FakeProcess("project", date.today().isoformat(), latency=args.latency) as fake,
         ProxyProcess(fake.url, {"pass_through": "all", "log_level": "warning"}) as proxy,
     ):
         direct_status, direct_body, _ = http(
@@ -75,7 +76,8 @@ def run(args: argparse.Namespace) -> None:
                 ]
             )
     print(
-        f"\nwrk -t1 -d{args.duration}s, {args.rounds} rounds, proxy and direct alternating; "
+        f"\nwrk -t1 -d{args.duration}s, {args.rounds} rounds, upstream latency {args.latency} s, "
+        "proxy and direct alternating; "
         f"latency at -c1, throughput at -c{args.connections}:"
     )
     print(
@@ -120,6 +122,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--duration", type=int, default=5)
     parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument(
+        "--latency",
+        type=float,
+        default=0.0,
+        help="seconds the fake GitLab waits per call (GitLab's own time; 0: an instant upstream)",
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed: apt-get install -y wrk")
