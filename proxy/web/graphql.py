@@ -231,7 +231,7 @@ async def _remote(
     ).encode()
     headers = [
         (name, value)
-        for name, value in forwarded_headers(request.headers)
+        for name, value in forwarded_headers(request)
         if name.lower() not in ("content-length", "content-type", "content-encoding")
     ]
     headers.append(("Content-Type", "application/json"))
@@ -264,7 +264,7 @@ async def _forward(
         return json_error(508, LOOP_DETECTED)
     data = body if request.method == "POST" else None
     response = await passthrough.open(
-        request.method, request.raw_path, forwarded_headers(request.headers), data
+        request.method, request.raw_path, forwarded_headers(request), data
     )
     try:
         return await relay(

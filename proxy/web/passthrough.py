@@ -145,17 +145,27 @@ class PassThrough:
             ) from None
 
 
-def forwarded_headers(headers: CIMultiDictProxy[str]) -> list[tuple[str, str]]:
+def forwarded_headers(request: web.Request) -> list[tuple[str, str]]:
     """The caller's headers as the upstream should see them: credentials (PRIVATE-TOKEN,
-    Authorization, JOB-TOKEN, Cookie) kept, connection-specific ones dropped."""
+    Authorization, JOB-TOKEN, Cookie) kept, connection-specific ones dropped, the caller's
+    address appended to `X-Forwarded-For` (GitLab's per-IP limits and logs, when it trusts
+    the proxy) and the proxy's `Via` mark added."""
+    headers = request.headers
     named = {
         token.strip().lower() for token in headers.get("Connection", "").split(",") if token.strip()
     }
     forwarded = [
         (name, value)
         for name, value in headers.items()
-        if name.lower() not in HOP_BY_HOP and name.lower() not in named
+        if name.lower() not in HOP_BY_HOP
+        and name.lower() not in named
+        and name.lower() != "x-forwarded-for"
     ]
+    chain = [value for value in headers.getall("X-Forwarded-For", ()) if value.strip()]
+    if request.remote:
+        chain.append(request.remote)
+    if chain:
+        forwarded.append(("X-Forwarded-For", ", ".join(chain)))
     forwarded.append(("Via", VIA))
     return forwarded
 
@@ -269,7 +279,7 @@ async def forward(request: web.Request, passthrough: PassThrough) -> web.StreamR
     upstream_response = await passthrough.open(
         request.method,
         request.raw_path,
-        forwarded_headers(request.headers),
+        forwarded_headers(request),
         data,
         streamed_body=data is not None,
     )

@@ -206,6 +206,13 @@ async def test_credentials_reach_the_upstream_and_hop_by_hop_headers_do_not(star
         assert got["Cookie"] == "_gitlab_session=abc"
         assert "X-Hop" not in got and "Proxy-Authorization" not in got
         assert got["Host"] == stack.fake.url.removeprefix("http://")
+        assert got["X-Forwarded-For"] == "127.0.0.1"  # the caller's address
+    await stack.client.post(
+        "/api/v4/projects/11/issues",
+        json={"title": "t"},
+        headers={**RITA, "X-Forwarded-For": "203.0.113.9"},
+    )
+    assert stack.fake.received[-1].headers["X-Forwarded-For"] == "203.0.113.9, 127.0.0.1"
     # a token the upstream does not know: its own 401 comes back
     response = await stack.client.get("/api/v4/projects/11", headers={"PRIVATE-TOKEN": "nope"})
     assert (response.status, await response.json()) == (401, {"message": "401 Unauthorized"})
