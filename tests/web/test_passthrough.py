@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import io
 import json
 import os
 import warnings
@@ -317,12 +316,6 @@ async def test_no_credential_in_any_log_line(json_logs, start_stack) -> None:  #
     for secret in [*secrets, "glpat-query-secret"]:
         assert secret not in output
     assert "upstream_failure" in output  # the 502 was logged, without the token
-
-
-def test_a_buffer_is_not_a_body() -> None:
-    """(guards the helper used above)"""
-    assert pattern_bytes(3) == b"\x00\x01\x02"
-    assert io.BytesIO(pattern_bytes(70000)).read()[65536] == 0
 
 
 @pytest.mark.parametrize(
