@@ -307,11 +307,12 @@ def main() -> int:
             try:
                 # The module's own test file first: most mutants die there in a second or two;
                 # a mutant it misses must still survive the whole of tests/unit to count.
-                focus = ROOT / "tests" / "unit" / f"test_{Path(mutant.path).stem}.py"
+                focus = sorted((ROOT / "tests" / "unit").glob(f"test_{Path(mutant.path).stem}*.py"))
                 outcome = "survived"
-                if focus.exists() and args.focus:
+                if focus and args.focus:
                     outcome = run_tests(
-                        [*command[:3], str(focus), "-x", "-q", "-p", "no:cacheprovider"], timeout
+                        [*command[:3], *map(str, focus), "-x", "-q", "-p", "no:cacheprovider"],
+                        timeout,
                     )
                 if outcome == "survived":
                     outcome = run_tests(command, timeout)
