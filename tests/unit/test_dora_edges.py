@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from proxy.dora import compute_daily_rows, compute_metric, render
+from proxy.dora import DailyRow, aggregate, compute_daily_rows, compute_metric, render
 from proxy.facts import Deployment, Environment, Incident, MergeRequest, ProjectFacts, parse_time
 
 UTC_ZONE = ZoneInfo("UTC")
@@ -203,3 +203,47 @@ def test_deployment_finished_on_end_date_counts() -> None:
     assert answer(facts, "deployment_frequency", "2021-03-01", "2021-03-05", "daily") == (
         b'[{"date":"2021-03-05","value":1}]'
     )
+
+
+def test_incident_closed_on_start_date_counts_for_time_to_restore() -> None:
+    facts = incidents(
+        ("2021-02-28T23:00:00Z", "2021-03-01T00:00:10Z"),  # closed on start_date: counted
+        ("2021-02-27T10:00:00Z", "2021-02-28T23:59:59Z"),  # closed the day before: not
+    )
+    assert answer(facts, "time_to_restore_service", "2021-03-01", "2021-03-05") == (
+        b'[{"date":null,"value":3610.0}]'
+    )
+
+
+def test_aggregate_keeps_rows_of_both_window_ends() -> None:
+    rows = [
+        DailyRow(1, 1, "production", date(2021, 3, day), frequency, None, None, None)
+        for day, frequency in ((1, 1), (5, 10), (6, 100), (28, 1000))
+    ]
+    result = aggregate(rows, "deployment_frequency", "daily", date(2021, 3, 1), date(2021, 3, 5))
+    assert result == [{"date": "2021-03-01", "value": 1}, {"date": "2021-03-05", "value": 10}]
+    assert aggregate(rows, "deployment_frequency", "all", date(2021, 3, 1), date(2021, 3, 5)) == [
+        {"date": None, "value": 11 / 5}
+    ]
+
+
+# --- sub-millisecond facts --------------------------------------------------------------------
+
+
+def test_a_one_microsecond_lead_time_is_kept_not_clamped() -> None:
+    # pairs 1 µs and 2.999999 s: (1 + 2_999_999) µs / 2 = 1.5 s → 2; dropping the 1 µs gives 1
+    finished = "2021-03-11T12:00:00.000001+00:00"
+    facts = one_deployment(
+        "2021-03-11T12:00:00+00:00", "2021-03-11T11:59:57.000002+00:00", finished=finished
+    )
+    assert row_lead_time(facts) == 2
+
+
+# --- rendering ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_render_refuses_values_json_cannot_carry(value: float) -> None:
+    """No NaN or Infinity ever reaches a client as invalid JSON: a bug must fail loudly."""
+    with pytest.raises(ValueError):
+        render([{"date": None, "value": value}])
