@@ -247,3 +247,15 @@ def test_render_refuses_values_json_cannot_carry(value: float) -> None:
     """No NaN or Infinity ever reaches a client as invalid JSON: a bug must fail loudly."""
     with pytest.raises(ValueError):
         render([{"date": None, "value": value}])
+
+
+def test_rows_are_rebuilt_only_for_days_inside_the_window() -> None:
+    """Facts are fetched with margins (§3.4): those outside [start, end] make no row at all."""
+    facts = incidents(
+        ("2021-02-28T12:00:00Z", "2021-03-06T12:00:00Z"),  # created before, closed after
+        deployments=("2021-02-28T23:59:59Z", "2021-03-03T12:00:00Z", "2021-03-06T00:00:00Z"),
+    )
+    rows = compute_daily_rows(facts, ("production",), date(2021, 3, 1), date(2021, 3, 5), UTC_ZONE)
+    assert [(r.day, r.deployment_frequency, r.incidents_count) for r in rows] == [
+        (date(2021, 3, 3), 1, 0)
+    ]
