@@ -35,7 +35,7 @@ from bench.common import (
     proc_status,
     reset_peak_rss,
 )
-from proxy.demo.server import DATA_KINDS
+from proxy.demo import DATA_KINDS
 from proxy.demo.world import World
 
 GROUP = f"/api/v4/groups/{worlds.ROOT_GROUP_ID}/dora/metrics?"

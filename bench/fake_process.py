@@ -28,7 +28,7 @@ from typing import Any
 from aiohttp import web
 
 from bench import worlds
-from proxy.demo.server import DATA_KINDS, FakeGitLab
+from proxy.demo import DATA_KINDS, FakeGitLab
 from proxy.demo.world import World
 
 

@@ -19,11 +19,11 @@ from proxy.server_secret import load_server_secret
 from proxy.service import AnswerPolicy, DoraService
 from proxy.settings import Settings
 from proxy.single_flight import StorageLock
-from proxy.telemetry import prometheus as observability
 from proxy.telemetry.access_log import REQUEST_LOG
-from proxy.telemetry.prometheus import READINESS, READINESS_TIMEOUT, TELEMETRY, Readiness, Telemetry
+from proxy.telemetry.prometheus import TELEMETRY, Telemetry
 from proxy.upstream import Upstream
-from proxy.web import handlers, openapi, webhooks
+from proxy.web import handlers, openapi, probes, webhooks
+from proxy.web.probes import READINESS, READINESS_TIMEOUT, Readiness
 from proxy.web.routing import add_route, add_unrouted
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -145,10 +145,10 @@ def create_app(
     app.cleanup_ctx.append(resources)
     for name, path in API_ROUTES:
         add_route(app, "GET", path, handlers.dora_metrics, name)
-    add_route(app, "GET", "/-/health", handlers.health, "health")
-    add_route(app, "GET", "/-/readiness", observability.readiness, "readiness")
-    add_route(app, "GET", "/-/liveness", observability.liveness, "liveness")
-    add_route(app, "GET", "/metrics", observability.metrics_endpoint, "metrics")
+    add_route(app, "GET", "/-/health", probes.health, "health")
+    add_route(app, "GET", "/-/readiness", probes.readiness, "readiness")
+    add_route(app, "GET", "/-/liveness", probes.liveness, "liveness")
+    add_route(app, "GET", "/metrics", probes.metrics_endpoint, "metrics")
     add_route(app, "GET", openapi.PATH, openapi.openapi, "openapi")
     webhooks.setup(app, settings.webhook_secret)
     add_unrouted(app)  # last: the router tries it after every other route

@@ -8,12 +8,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import sys
 import tempfile
 from collections.abc import Sequence
-from datetime import UTC, datetime
-from typing import Any
 
 from aiohttp import web
 
@@ -78,10 +75,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return serve(_settings_from(args, require_upstream=True))
         if args.command == "demo":
             return demo(args)
-        from proxy import cache_cli as cache_commands
+        from proxy import cache_cli
 
         settings = _settings_from(args, require_upstream=args.cache_command == "warm")
-        return cache_commands.run(args, settings)
+        return cache_cli.run(args, settings)
     except ConfigError as exc:
         print(f"dora-proxy: configuration error: {exc}", file=sys.stderr)
         return 2
@@ -132,66 +129,15 @@ def demo(args: argparse.Namespace) -> int:
     settings = _settings_from(args, require_upstream=False)
     _prepare(settings)
     try:
-        asyncio.run(_run_demo(settings))
+        from proxy.demo.run import run_demo
+
+        asyncio.run(run_demo(settings))
     except KeyboardInterrupt:
         pass
     finally:
         if temp is not None:
             temp.cleanup()
     return 0
-
-
-async def _run_demo(settings: Settings) -> None:
-    from dataclasses import replace
-
-    from proxy.app import create_app
-    from proxy.demo.seed import DEMO_PROJECTS, DEMO_TOKENS, build_demo_world
-    from proxy.demo.server import FakeGitLab
-
-    today = datetime.now(UTC).astimezone(settings.tz).date()
-    fake = FakeGitLab(build_demo_world(today))
-    upstream_url = await fake.start("127.0.0.1", 0)
-    settings = replace(settings, upstream_url=upstream_url)
-    runner = web.AppRunner(create_app(settings), access_log=None, shutdown_timeout=5)
-    await runner.setup()
-    site = web.TCPSite(runner, settings.host, settings.port)
-    await site.start()
-    base = f"http://{settings.host}:{settings.port}"
-    print(_demo_banner(base, upstream_url, DEMO_PROJECTS, DEMO_TOKENS), flush=True)
-    try:
-        await asyncio.Event().wait()
-    finally:
-        with contextlib.suppress(Exception):
-            await runner.cleanup()
-            await fake.close()
-
-
-def _demo_banner(
-    base: str, upstream_url: str, projects: dict[int, str], tokens: dict[str, Any]
-) -> str:
-    reporter = tokens.get("demo-reporter", next(iter(tokens.values())))
-    first_id, first_path = next(iter(projects.items()))
-    group = first_path.split("/")[0]
-    encoded = first_path.replace("/", "%2F")
-    lines = [
-        f"gitlab-dora-proxy demo: proxy on {base}, fake GitLab on {upstream_url}",
-        "Demo tokens: " + ", ".join(tokens) + "  (reporter can read metrics, guest gets 401)",
-        "Projects: " + ", ".join(f"{pid} {path}" for pid, path in projects.items()),
-        "",
-        "Try:",
-        f"  curl -s -H 'PRIVATE-TOKEN: {reporter}' "
-        f"'{base}/api/v4/projects/{first_id}/dora/metrics?metric=deployment_frequency'",
-        f"  curl -s -H 'PRIVATE-TOKEN: {reporter}' "
-        f"'{base}/api/v4/projects/{encoded}/dora/metrics?metric=lead_time_for_changes"
-        "&interval=monthly'",
-        f"  curl -s -H 'PRIVATE-TOKEN: {reporter}' "
-        f"'{base}/api/v4/groups/{group}/dora/metrics?metric=change_failure_rate&interval=all'",
-        f"  curl -s -H 'PRIVATE-TOKEN: {tokens.get('demo-guest', reporter)}' "
-        f"'{base}/api/v4/projects/{first_id}/dora/metrics?metric=deployment_frequency'",
-        "",
-        "Ctrl-C stops both. The demo is not for production: its GitLab is made up.",
-    ]
-    return "\n".join(lines)
 
 
 if __name__ == "__main__":  # pragma: no cover

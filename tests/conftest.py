@@ -23,7 +23,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from proxy.app import STORAGE, create_app
 from proxy.cache.base import Storage
 from proxy.cache.redis import RedisStorage
-from proxy.demo.server import FakeGitLab
+from proxy.demo import FakeGitLab
 from proxy.demo.world import World
 from proxy.service import DoraService
 from proxy.settings import Settings

@@ -15,19 +15,36 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import math
 import re
-import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
-from urllib.parse import unquote, urlencode
+from urllib.parse import unquote
 
 from aiohttp import web
 
+from proxy.demo import access
+from proxy.demo.faults import STATUS_RESET, Call, Faults, drop_connection, injected_status
+from proxy.demo.pagination import pagination_headers
+from proxy.demo.params import (
+    DEPLOYMENT_ORDER,
+    DEPLOYMENT_STATUSES,
+    ENVIRONMENT_STATES,
+    ISSUE_ORDER,
+    ISSUE_SCOPES,
+    ISSUE_STATES,
+    ISSUE_TYPES,
+    MR_STATES,
+    PROJECT_ORDER,
+    SORTS,
+    Params,
+    page_params,
+)
+from proxy.demo.replies import Reply, bad_request, message, not_found, render
+from proxy.demo.routes import DATA_KINDS, Route, route_for
+from proxy.demo.times import format_time
 from proxy.demo.world import (
-    GUEST,
     REPORTER,
     Deployment,
     Environment,
@@ -38,62 +55,6 @@ from proxy.demo.world import (
     User,
     World,
 )
-from proxy.facts import format_time, parse_time
-
-API_PREFIX = "/api/v4"
-DEFAULT_PER_PAGE = 20
-MAX_PER_PAGE = 100
-# GitLab stops counting above this many records: no X-Total, X-Total-Pages or rel="last".
-COUNT_LIMIT = 10_000
-
-DATA_KINDS = frozenset(
-    {
-        "environments",
-        "deployments",
-        "deployment_mrs",
-        "project_issues",
-        "group_issues",
-        "group_projects",
-    }
-)
-
-DEPLOYMENT_ORDER = ("id", "iid", "created_at", "updated_at", "finished_at", "ref")
-DEPLOYMENT_STATUSES = ("created", "running", "success", "failed", "canceled", "skipped", "blocked")
-ISSUE_TYPES = ("issue", "incident", "test_case", "requirement", "task", "ticket")
-ISSUE_STATES = ("opened", "closed", "all")
-ISSUE_ORDER = (
-    "created_at",
-    "due_date",
-    "label_priority",
-    "milestone_due",
-    "popularity",
-    "priority",
-    "relative_position",
-    "title",
-    "updated_at",
-    "weight",
-)
-ISSUE_SCOPES = ("created_by_me", "assigned_to_me", "all", "created-by-me", "assigned-to-me")
-ENVIRONMENT_STATES = ("available", "stopping", "stopped")
-PROJECT_ORDER = (
-    "id",
-    "name",
-    "path",
-    "created_at",
-    "updated_at",
-    "last_activity_at",
-    "similarity",
-    "star_count",
-    "storage_size",
-    "repository_size",
-    "wiki_size",
-    "packages_size",
-)
-MR_STATES = ("opened", "closed", "locked", "merged", "all")
-SORTS = ("asc", "desc")
-# Grape/dry-types boolean coercion, case-insensitive.
-_TRUE = frozenset({"true", "1", "t", "yes", "y", "on"})
-_FALSE = frozenset({"false", "0", "f", "no", "n", "off"})
 
 _JOB_STATUS = {
     "created": "created",
@@ -104,237 +65,6 @@ _JOB_STATUS = {
     "skipped": "skipped",
     "blocked": "manual",
 }
-_REASONS = {
-    400: "Bad request",
-    401: "Unauthorized",
-    403: "Forbidden",
-    404: "Not found",
-    408: "Request Timeout",
-    409: "Conflict",
-    422: "Unprocessable Entity",
-    429: "Too Many Requests",
-    500: "Internal Server Error",
-    502: "Bad Gateway",
-    503: "Service Unavailable",
-    504: "Gateway Timeout",
-}
-# The request could not be answered because the connection was dropped (Faults.reset_connections).
-STATUS_RESET = 0
-
-
-@dataclass
-class Call:
-    """One request the fake received. `status` is what was sent (0: connection dropped)."""
-
-    method: str
-    path: str
-    query: dict[str, str]
-    token: str | None = field(repr=False)
-    status: int
-    kind: str
-
-
-@dataclass
-class Faults:
-    """Switchable misbehaviour; a test may change any field between (or during) requests."""
-
-    latency: float = 0.0
-    status_codes: list[int] = field(default_factory=list)
-    retry_after: str | None = None
-    reset_connections: int = 0
-    malformed_json: int = 0
-    hang: float = 0.0
-    only_kinds: set[str] | None = None
-
-    def matches(self, kind: str) -> bool:
-        return self.only_kinds is None or kind in self.only_kinds
-
-
-class _Reply(Exception):
-    """Short-circuits a handler with a finished answer (error bodies, mostly)."""
-
-    def __init__(
-        self, status: int, body: Any, headers: dict[str, str] | None = None, *, text: bool = False
-    ) -> None:
-        super().__init__(status)
-        self.status = status
-        self.body = body
-        self.headers = headers or {}
-        self.text = text
-
-
-def _message(status: int, text: str | None = None) -> _Reply:
-    return _Reply(status, {"message": text or f"{status} {_REASONS.get(status, 'Error')}"})
-
-
-def _not_found(what: str = "") -> _Reply:
-    return _message(404, f"404 {what} Not Found" if what else "404 Not found")
-
-
-def _bad_request(reason: str) -> _Reply:
-    return _message(400, f"400 Bad request - {reason}")
-
-
-# ---- route table -------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Route:
-    kind: str
-    args: tuple[str, ...]  # URL-decoded dynamic segments, in order
-
-
-_PATTERNS: tuple[tuple[tuple[str | None, ...], str], ...] = (
-    (("user",), "user"),
-    (("projects", None), "project"),
-    (("projects", None, "members", "all", None), "project_members"),
-    (("projects", None, "environments"), "environments"),
-    (("projects", None, "deployments"), "deployments"),
-    (("projects", None, "deployments", None, "merge_requests"), "deployment_mrs"),
-    (("projects", None, "issues"), "project_issues"),
-    (("groups", None), "group"),
-    (("groups", None, "members", "all", None), "group_members"),
-    (("groups", None, "projects"), "group_projects"),
-    (("groups", None, "issues"), "group_issues"),
-)
-
-
-def route_for(raw_path: str) -> _Route | None:
-    """Match a raw (still percent-encoded) path; `None` for anything the fake does not serve.
-
-    Splitting before decoding keeps `s1%2Fapp` one segment, as GitLab's router does.
-    """
-    if not raw_path.startswith(API_PREFIX + "/"):
-        return None
-    segments = raw_path[len(API_PREFIX) + 1 :].split("/")
-    for pattern, kind in _PATTERNS:
-        if len(pattern) != len(segments):
-            continue
-        args: list[str] = []
-        for expected, actual in zip(pattern, segments, strict=True):
-            if expected is None:
-                if not actual:
-                    break
-                args.append(unquote(actual))
-            elif expected != actual:
-                break
-        else:
-            return _Route(kind, tuple(args))
-    return None
-
-
-# ---- parameters --------------------------------------------------------------------------------
-
-
-class _Params:
-    """Grape-style parameter checks: collect every error, then answer them joined by `, `."""
-
-    def __init__(self, query: dict[str, str]) -> None:
-        self.query = query
-        self.errors: list[str] = []
-        self.page = 1
-        self.per_page = DEFAULT_PER_PAGE
-
-    def choice(self, name: str, allowed: Sequence[str], default: str | None = None) -> str | None:
-        value = self.query.get(name)
-        if value is None:
-            return default
-        if value not in allowed:
-            self.errors.append(f"{name} does not have a valid value")
-            return default
-        return value
-
-    def time(self, name: str) -> datetime | None:
-        value = self.query.get(name)
-        if value is None:
-            return None
-        try:
-            return parse_time(value)
-        except ValueError:
-            self.errors.append(f"{name} is invalid")
-            return None
-
-    def boolean(self, name: str, default: bool) -> bool:
-        value = self.query.get(name)
-        if value is None:
-            return default
-        lowered = value.strip().lower()
-        if lowered in _TRUE:
-            return True
-        if lowered in _FALSE:
-            return False
-        self.errors.append(f"{name} is invalid")
-        return default
-
-    def integer(self, name: str, default: int) -> int:
-        value = self.query.get(name)
-        if value is None or value == "":
-            return default
-        try:
-            return int(value)
-        except ValueError:
-            self.errors.append(f"{name} is invalid")
-            return default
-
-    def check(self) -> None:
-        if self.errors:
-            raise _Reply(400, {"error": ", ".join(self.errors)})
-
-
-# ---- pagination --------------------------------------------------------------------------------
-
-
-def pagination_headers(
-    base_url: str, query: Sequence[tuple[str, str]], page: int, per_page: int, total: int
-) -> dict[str, str]:
-    """GitLab's offset-pagination headers for one page of `total` records.
-
-    `base_url` is scheme, host and raw path; `query` the request's parameters in order (page and
-    per_page are replaced). Above COUNT_LIMIT records the totals and rel="last" are left out, as
-    GitLab does.
-    """
-    total_pages = max(1, math.ceil(total / per_page))
-    counted = total <= COUNT_LIMIT
-    next_page = page + 1 if page < total_pages else None
-    prev_page = page - 1 if page > 1 else None
-
-    def link(target: int) -> str:
-        params = [(k, v) for k, v in query if k not in ("page", "per_page")]
-        params += [("page", str(target)), ("per_page", str(per_page))]
-        return f"{base_url}?{urlencode(params)}"
-
-    links: list[str] = []
-    if prev_page is not None:
-        links.append(f'<{link(prev_page)}>; rel="prev"')
-    if next_page is not None:
-        links.append(f'<{link(next_page)}>; rel="next"')
-    links.append(f'<{link(1)}>; rel="first"')
-    if counted:
-        links.append(f'<{link(total_pages)}>; rel="last"')
-    headers = {
-        "Link": ", ".join(links),
-        "X-Page": str(page),
-        "X-Per-Page": str(per_page),
-        "X-Next-Page": str(next_page) if next_page else "",
-        "X-Prev-Page": str(prev_page) if prev_page else "",
-    }
-    if counted:
-        headers["X-Total"] = str(total)
-        headers["X-Total-Pages"] = str(total_pages)
-    return headers
-
-
-def _page_params(params: _Params) -> tuple[int, int]:
-    """`page` and `per_page`, declared first on every GitLab list; per_page clamps to 100."""
-    page = params.integer("page", 1)
-    per_page = params.integer("per_page", DEFAULT_PER_PAGE)
-    if page < 1:
-        page = 1
-    if per_page < 1:
-        per_page = DEFAULT_PER_PAGE
-    params.page, params.per_page = page, min(per_page, MAX_PER_PAGE)
-    return params.page, params.per_page
-
 
 # ---- rendering ---------------------------------------------------------------------------------
 
@@ -436,10 +166,10 @@ class FakeGitLab:
             if faults.reset_connections > 0:
                 faults.reset_connections -= 1
                 call.status = STATUS_RESET
-                return _drop_connection(request)
+                return drop_connection(request)
             if faults.status_codes:
                 status = faults.status_codes.pop(0)
-                response = self._injected_status(status)
+                response = injected_status(faults, status)
                 call.status = response.status
                 return response
             if faults.malformed_json > 0:
@@ -453,48 +183,19 @@ class FakeGitLab:
 
         try:
             response = self._dispatch(request, route, query, token)
-        except _Reply as reply:
-            response = _render(reply)
+        except Reply as reply:
+            response = render(reply)
         call.status = response.status
         return response
 
-    def _injected_status(self, status: int) -> web.Response:
-        if status == 429:
-            if self.faults.retry_after is None:
-                # GitLab's per-endpoint application limit: JSON body, no rate-limit headers.
-                return web.json_response(
-                    {
-                        "message": {
-                            "error": (
-                                "This endpoint has been requested too many times. Try again later."
-                            )
-                        }
-                    },
-                    status=429,
-                )
-            # Rack::Attack's instance-wide throttle: plain text plus RateLimit-* headers.
-            headers = {
-                "Retry-After": self.faults.retry_after,
-                "RateLimit-Name": "throttle_authenticated_api",
-                "RateLimit-Limit": "60",
-                "RateLimit-Observed": "61",
-                "RateLimit-Remaining": "0",
-            }
-            if self.faults.retry_after.isdigit():
-                reset = int(time.time()) + int(self.faults.retry_after)
-                headers["RateLimit-Reset"] = str(reset)
-            return web.Response(status=429, text="Retry later\n", headers=headers)
-        reason = _REASONS.get(status, "Error")
-        return web.json_response({"message": f"{status} {reason}"}, status=status)
-
     def _dispatch(
-        self, request: web.Request, route: _Route | None, query: dict[str, str], token: str | None
+        self, request: web.Request, route: Route | None, query: dict[str, str], token: str | None
     ) -> web.Response:
         world = self.world
         user: User | None = None
         if token is not None:
             if token in world.scopeless_tokens:
-                raise _Reply(
+                raise Reply(
                     403,
                     {
                         "error": "insufficient_scope",
@@ -507,11 +208,11 @@ class FakeGitLab:
                 )
             user = world.user_for_token(token)
             if user is None:
-                raise _message(401)
+                raise message(401)
         if route is None:
-            raise _not_found()
+            raise not_found()
         if request.method not in ("GET", "HEAD"):
-            raise _message(405, "405 Method Not Allowed")
+            raise message(405, "405 Method Not Allowed")
         base = f"{request.scheme}://{request.host}"
         ctx = _Ctx(request=request, query=query, user=user, base_url=base)
         result = self._handlers[route.kind](ctx, route.args)
@@ -519,107 +220,22 @@ class FakeGitLab:
             return result
         return web.json_response(result)
 
-    # ---- lookups and permissions ----------------------------------------------------------
-    def _find_project(self, ref: str) -> Project | None:
-        if ref.isdigit():
-            return self.world.projects.get(int(ref))
-        lowered = ref.lower()
-        for project in self.world.projects.values():
-            if project.path_with_namespace.lower() == lowered:
-                return project
-        return None
-
-    def _find_group(self, ref: str) -> Group | None:
-        if ref.isdigit():
-            return self.world.groups.get(int(ref))
-        lowered = ref.lower()
-        for group in self.world.groups.values():
-            if group.full_path.lower() == lowered:
-                return group
-        return None
-
-    def _project_sources(self, project: Project) -> set[tuple[str, int]]:
-        """Membership sources that give access to a project: itself, its group chain, and the
-        groups it is shared with (with their ancestors, whose members are inherited there)."""
-        sources = {("project", project.id)}
-        sources |= {("group", g.id) for g in self.world.group_ancestors(project.group_id)}
-        for shared in project.shared_with_group_ids:
-            if shared in self.world.groups:
-                sources |= {("group", g.id) for g in self.world.group_ancestors(shared)}
-        return sources
-
-    def _group_sources(self, group: Group) -> set[tuple[str, int]]:
-        return {("group", g.id) for g in self.world.group_ancestors(group.id)}
-
-    def _members_of(self, user_id: int, sources: set[tuple[str, int]]) -> list[Member]:
-        return [
-            m
-            for m in self.world.members
-            if m.user_id == user_id and (m.source_type, m.source_id) in sources
-        ]
-
-    def _access(self, user: User | None, sources: set[tuple[str, int]]) -> int:
-        if user is None:
-            return 0
-        levels = [m.access_level for m in self._members_of(user.id, sources) if m.state == "active"]
-        return max(levels, default=0)
-
-    def project_access(self, user: User | None, project: Project) -> int:
-        """Effective access level (0 = none), direct, inherited or through a shared group."""
-        return self._access(user, self._project_sources(project))
-
-    def can_see_project(self, user: User | None, project: Project) -> bool:
-        if project.visibility == "public" or (user is not None and user.is_admin):
-            return True
-        if user is None:
-            return False
-        if project.visibility == "internal":
-            return True
-        return self.project_access(user, project) >= GUEST
-
-    def can_see_group(self, user: User | None, group: Group) -> bool:
-        if group.visibility == "public" or (user is not None and user.is_admin):
-            return True
-        if user is None:
-            return False
-        if group.visibility == "internal":
-            return True
-        if self._access(user, self._group_sources(group)) > 0:
-            return True
-        # GitLab shows a private group to members of anything inside it.
-        inside = {g.id for g in self.world.group_descendants(group.id)}
-        for member in self.world.members:
-            if member.user_id != user.id or member.state != "active":
-                continue
-            if member.source_type == "group" and member.source_id in inside:
-                return True
-            if member.source_type == "project":
-                project = self.world.projects.get(member.source_id)
-                if project is not None and project.group_id in inside:
-                    return True
-        return False
-
     def _visible_project(self, ctx: _Ctx, ref: str) -> Project:
-        project = self._find_project(ref)
-        if project is None or not self.can_see_project(ctx.user, project):
-            raise _not_found("Project")
+        project = access.find_project(self.world, ref)
+        if project is None or not access.can_see_project(self.world, ctx.user, project):
+            raise not_found("Project")
         return project
 
     def _visible_group(self, ctx: _Ctx, ref: str) -> Group:
-        group = self._find_group(ref)
-        if group is None or not self.can_see_group(ctx.user, group):
-            raise _not_found("Group")
+        group = access.find_group(self.world, ref)
+        if group is None or not access.can_see_group(self.world, ctx.user, group):
+            raise not_found("Group")
         return group
-
-    def _is_reporter(self, user: User | None, project: Project) -> bool:
-        if user is None:
-            return False
-        return user.is_admin or self.project_access(user, project) >= REPORTER
 
     def _paginate(
         self,
         ctx: _Ctx,
-        params: _Params,
+        params: Params,
         items: Sequence[Any],
         render: Callable[[Any], Any] = lambda item: item,
     ) -> web.Response:
@@ -808,21 +424,25 @@ class FakeGitLab:
     # ---- endpoints ------------------------------------------------------------------------
     def _user(self, ctx: _Ctx, args: tuple[str, ...]) -> Any:
         if ctx.user is None:
-            raise _message(401)
+            raise message(401)
         return self._user_json(ctx.user, admin_view=True)
 
     def _project(self, ctx: _Ctx, args: tuple[str, ...]) -> Any:
-        params = _Params(ctx.query)
+        params = Params(ctx.query)
         params.boolean("statistics", False)
         params.boolean("license", False)
         params.check()
         project = self._visible_project(ctx, args[0])
         body = self._project_json(project)
         user = ctx.user
-        project_level = self._access(user, {("project", project.id)}) if user is not None else 0
+        project_level = (
+            access.access(self.world, user, {("project", project.id)}) if user is not None else 0
+        )
         group_level = (
-            self._access(
-                user, {("group", g.id) for g in self.world.group_ancestors(project.group_id)}
+            access.access(
+                self.world,
+                user,
+                {("group", g.id) for g in self.world.group_ancestors(project.group_id)},
             )
             if user is not None
             else 0
@@ -838,7 +458,7 @@ class FakeGitLab:
         return body
 
     def _group(self, ctx: _Ctx, args: tuple[str, ...]) -> Any:
-        params = _Params(ctx.query)
+        params = Params(ctx.query)
         with_projects = params.boolean("with_projects", True)
         params.check()
         group = self._visible_group(ctx, args[0])
@@ -847,12 +467,13 @@ class FakeGitLab:
             body["projects"] = [
                 self._project_json(p)
                 for p in sorted(self.world.projects.values(), key=lambda p: p.id)
-                if p.group_id == group.id and self.can_see_project(ctx.user, p)
+                if p.group_id == group.id and access.can_see_project(self.world, ctx.user, p)
             ]
             body["shared_projects"] = [
                 self._project_json(p)
                 for p in sorted(self.world.projects.values(), key=lambda p: p.id)
-                if group.id in p.shared_with_group_ids and self.can_see_project(ctx.user, p)
+                if group.id in p.shared_with_group_ids
+                and access.can_see_project(self.world, ctx.user, p)
             ]
         return body
 
@@ -873,28 +494,30 @@ class FakeGitLab:
 
     def _user_id_arg(self, raw: str) -> int:
         if not raw.isdigit():
-            raise _Reply(400, {"error": "user_id is invalid"})
+            raise Reply(400, {"error": "user_id is invalid"})
         return int(raw)
 
     def _project_members(self, ctx: _Ctx, args: tuple[str, ...]) -> Any:
         user_id = self._user_id_arg(args[1])
         project = self._visible_project(ctx, args[0])
-        members = self._members_of(user_id, self._project_sources(project))
+        members = access.members_of(
+            self.world, user_id, access.project_sources(self.world, project)
+        )
         if not members:
-            raise _not_found()
+            raise not_found()
         return self._member_json(members)
 
     def _group_members(self, ctx: _Ctx, args: tuple[str, ...]) -> Any:
         user_id = self._user_id_arg(args[1])
         group = self._visible_group(ctx, args[0])
-        members = self._members_of(user_id, self._group_sources(group))
+        members = access.members_of(self.world, user_id, access.group_sources(self.world, group))
         if not members:
-            raise _not_found()
+            raise not_found()
         return self._member_json(members)
 
     def _group_projects(self, ctx: _Ctx, args: tuple[str, ...]) -> Any:
-        params = _Params(ctx.query)
-        _page_params(params)
+        params = Params(ctx.query)
+        page_params(params)
         include_subgroups = params.boolean("include_subgroups", False)
         with_shared = params.boolean("with_shared", True)
         archived = params.boolean("archived", False) if "archived" in ctx.query else None
@@ -915,7 +538,7 @@ class FakeGitLab:
                 for p in self.world.projects.values()
                 if group.id in p.shared_with_group_ids and p.group_id not in owners
             ]
-        projects = [p for p in projects if self.can_see_project(ctx.user, p)]
+        projects = [p for p in projects if access.can_see_project(self.world, ctx.user, p)]
         if archived is not None:
             projects = [p for p in projects if p.archived == archived]
         by_path = order_by in ("name", "path")  # created_at and the rest follow id order
@@ -924,13 +547,13 @@ class FakeGitLab:
 
     def _require_user(self, ctx: _Ctx) -> User:
         if ctx.user is None:
-            raise _message(401)
+            raise message(401)
         return ctx.user
 
     def _environments(self, ctx: _Ctx, args: tuple[str, ...]) -> Any:
         user = self._require_user(ctx)
-        params = _Params(ctx.query)
-        _page_params(params)
+        params = Params(ctx.query)
+        page_params(params)
         name = ctx.query.get("name")
         search = ctx.query.get("search")
         states = ctx.query.get("states")
@@ -940,10 +563,10 @@ class FakeGitLab:
             params.errors.append("name, search are mutually exclusive")
         params.check()
         if search is not None and len(search) < 3:
-            raise _bad_request("Search query is less than 3 characters")
+            raise bad_request("Search query is less than 3 characters")
         project = self._visible_project(ctx, args[0])
-        if not self._is_reporter(user, project):
-            raise _message(403)
+        if not access.is_reporter(self.world, user, project):
+            raise message(403)
         envs = sorted(
             (e for e in self.world.environments.values() if e.project_id == project.id),
             key=lambda e: e.id,
@@ -958,8 +581,8 @@ class FakeGitLab:
 
     def _deployments(self, ctx: _Ctx, args: tuple[str, ...]) -> Any:
         user = self._require_user(ctx)
-        params = _Params(ctx.query)
-        _page_params(params)
+        params = Params(ctx.query)
+        page_params(params)
         order_by = params.choice("order_by", DEPLOYMENT_ORDER, "id")
         sort = params.choice("sort", SORTS, "asc")
         updated_after = params.time("updated_after")
@@ -970,21 +593,19 @@ class FakeGitLab:
         status = params.choice("status", DEPLOYMENT_STATUSES)
         params.check()
         project = self._visible_project(ctx, args[0])
-        if not self._is_reporter(user, project):
-            raise _message(403)
+        if not access.is_reporter(self.world, user, project):
+            raise message(403)
 
         by_updated = "updated_after" in ctx.query or "updated_before" in ctx.query
         by_finished = "finished_after" in ctx.query or "finished_before" in ctx.query
         if by_updated and by_finished:
-            raise _bad_request(
+            raise bad_request(
                 "Both `updated_at` filter and `finished_at` filter can not be specified"
             )
         if by_finished != (order_by == "finished_at"):
-            raise _bad_request("`finished_at` filter and `finished_at` sorting must be paired")
+            raise bad_request("`finished_at` filter and `finished_at` sorting must be paired")
         if (by_finished or order_by == "finished_at") and status != "success":
-            raise _bad_request(
-                "`finished_at` filter must be combined with `success` status filter."
-            )
+            raise bad_request("`finished_at` filter must be combined with `success` status filter.")
         if by_updated:
             order_by = "updated_at"  # GitLab silently forces this order.
 
@@ -1019,19 +640,19 @@ class FakeGitLab:
 
     def _deployment_mrs(self, ctx: _Ctx, args: tuple[str, ...]) -> Any:
         user = self._require_user(ctx)
-        params = _Params(ctx.query)
-        _page_params(params)
+        params = Params(ctx.query)
+        page_params(params)
         if not args[1].isdigit():
             params.errors.append("deployment_id is invalid")
         state = params.choice("state", MR_STATES, "all")
         sort = params.choice("sort", SORTS, "desc")
         params.check()
         project = self._visible_project(ctx, args[0])
-        if not self._is_reporter(user, project):
-            raise _message(403)
+        if not access.is_reporter(self.world, user, project):
+            raise message(403)
         dep = self.world.deployments.get(int(args[1]))
         if dep is None or dep.project_id != project.id:
-            raise _not_found()
+            raise not_found()
         mrs = [
             self.world.merge_requests[i]
             for i in dep.merge_request_ids
@@ -1059,10 +680,10 @@ class FakeGitLab:
         ]
         return self._paginate(ctx, params, body)
 
-    def _issue_filters(self, ctx: _Ctx) -> tuple[_Params, Callable[[list[Issue]], list[Issue]]]:
+    def _issue_filters(self, ctx: _Ctx) -> tuple[Params, Callable[[list[Issue]], list[Issue]]]:
         """Parse the issue-list parameters shared by project and group issues."""
-        params = _Params(ctx.query)
-        _page_params(params)
+        params = Params(ctx.query)
+        page_params(params)
         issue_type = params.choice("issue_type", ISSUE_TYPES)
         state = params.choice("state", ISSUE_STATES, "all")
         created_after = params.time("created_after")
@@ -1101,7 +722,7 @@ class FakeGitLab:
         return params, apply
 
     def _readable_issues(self, user: User | None, project: Project) -> list[Issue]:
-        reporter = self._is_reporter(user, project)
+        reporter = access.is_reporter(self.world, user, project)
         return [
             i
             for i in self.world.issues.values()
@@ -1113,7 +734,7 @@ class FakeGitLab:
         params.check()
         project = self._visible_project(ctx, args[0])
         if not project.issues_enabled:
-            raise _message(403)
+            raise message(403)
         issues = apply(self._readable_issues(ctx.user, project))
         return self._paginate(ctx, params, issues, self._issue_json)
 
@@ -1129,7 +750,7 @@ class FakeGitLab:
                 continue
             if non_archived and project.archived:
                 continue
-            if not self.can_see_project(ctx.user, project):
+            if not access.can_see_project(self.world, ctx.user, project):
                 continue
             issues.extend(self._readable_issues(ctx.user, project))
         return self._paginate(ctx, params, apply(issues), self._issue_json)
@@ -1163,29 +784,3 @@ def _token_of(request: web.Request) -> str | None:
     if scheme.lower() == "bearer" and value.strip():
         return value.strip()
     return None
-
-
-def _render(reply: _Reply) -> web.Response:
-    if reply.text:
-        return web.Response(status=reply.status, text=str(reply.body), headers=reply.headers)
-    return web.json_response(reply.body, status=reply.status, headers=reply.headers)
-
-
-def _drop_connection(request: web.Request) -> web.Response:
-    """Close the socket without answering; the client sees a reset / remote disconnect."""
-    transport = request.transport
-    if transport is not None:
-        transport.abort()
-    # aiohttp cannot write to the aborted transport; the returned response is discarded.
-    return web.Response(status=500)
-
-
-__all__ = [
-    "COUNT_LIMIT",
-    "DATA_KINDS",
-    "Call",
-    "FakeGitLab",
-    "Faults",
-    "pagination_headers",
-    "route_for",
-]

@@ -1,4 +1,4 @@
-"""HTTP handlers: the two DORA routes and the health probe. Thin: read the request, ask the
+"""HTTP handlers of the two DORA routes. Thin: read the request, ask the
 service, write the response."""
 
 from __future__ import annotations
@@ -33,8 +33,3 @@ def _respond(request: web.Request, answer: Answer) -> web.Response:
 
 def _etags(header: str) -> set[str]:
     return {tag.strip().removeprefix("W/") for tag in header.split(",") if tag.strip()}
-
-
-async def health(request: web.Request) -> web.Response:
-    """The process is up and serving."""
-    return web.json_response({"status": "ok"})

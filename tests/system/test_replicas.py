@@ -25,7 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from proxy.cache.base import Storage
 from proxy.cache.disk import DiskStorage
 from proxy.cache.redis import RedisStorage
-from proxy.demo.server import Call, FakeGitLab
+from proxy.demo import Call, FakeGitLab
 from proxy.demo.world import REPORTER, World
 from proxy.single_flight import StorageLock
 from tests.redis_server import free_port

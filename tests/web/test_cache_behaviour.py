@@ -21,7 +21,7 @@ from datetime import UTC, datetime, timedelta
 
 import structlog
 
-from proxy.demo.server import DATA_KINDS, Call
+from proxy.demo import DATA_KINDS, Call
 from proxy.demo.world import REPORTER, World, at
 
 NOW = datetime(2024, 3, 15, 12, 0, tzinfo=UTC)  # 2024-03-15 is the only unsettled day

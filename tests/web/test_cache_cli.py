@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from proxy.cli import main
-from proxy.demo.server import FakeGitLab
+from proxy.demo import FakeGitLab
 from proxy.demo.world import REPORTER, World
 from proxy.query import INTERVALS, METRICS
 

@@ -16,8 +16,8 @@ import gitlab
 import pytest
 import requests
 
+from proxy.demo import COUNT_LIMIT, FakeGitLab, pagination_headers
 from proxy.demo.seed import DEMO_PROJECTS, DEMO_TOKENS, build_demo_world
-from proxy.demo.server import COUNT_LIMIT, FakeGitLab, pagination_headers
 from proxy.demo.world import DEVELOPER, GUEST, MAINTAINER, PLANNER, REPORTER, World, at
 
 Serve = Callable[[World], Awaitable[tuple[FakeGitLab, str]]]

@@ -24,7 +24,7 @@ from aiohttp import web
 from yarl import URL
 
 from proxy.credentials import Credential, credential_key, mac_key
-from proxy.demo.server import FakeGitLab
+from proxy.demo import FakeGitLab
 from proxy.demo.world import REPORTER, World
 from proxy.errors import TOKEN_IN_QUERY
 from proxy.server_secret import SECRET_FILE

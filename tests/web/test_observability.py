@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from proxy.demo.server import DATA_KINDS
+from proxy.demo import DATA_KINDS
 from proxy.demo.world import REPORTER, World
 
 NOW = datetime(2024, 3, 15, 12, 0, tzinfo=UTC)

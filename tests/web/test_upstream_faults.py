@@ -21,7 +21,7 @@ import structlog
 from yarl import URL
 
 from proxy.cache.disk import BytesOnlyDisk
-from proxy.demo.server import STATUS_RESET
+from proxy.demo import STATUS_RESET
 from proxy.demo.world import MAINTAINER, World
 
 NOW = datetime(2021, 3, 1, 12, 0, tzinfo=UTC)

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import structlog
 
-from proxy.demo.server import DATA_KINDS
+from proxy.demo import DATA_KINDS
 from proxy.demo.world import REPORTER, World, at
 from proxy.web import webhooks
 
