@@ -317,7 +317,9 @@ def main() -> int:
             try:
                 # The module's own test file first: most mutants die there in a second or two;
                 # a mutant it misses must still survive the whole of tests/unit to count.
-                focus = sorted((ROOT / "tests" / "unit").glob(f"test_{Path(mutant.path).stem}*.py"))
+                focus = sorted(
+                    (ROOT / "tests" / "unit").glob(f"test_*{Path(mutant.path).stem}*.py")
+                )
                 outcome = "survived"
                 if focus and args.focus:
                     outcome = run_tests(
