@@ -303,3 +303,48 @@ def test_utc_text_drops_fraction_and_converts_to_utc() -> None:
     assert endpoints.utc_text(datetime(2026, 3, 1, 1, 30, 5, 999999, tzinfo=plus_two)) == (
         "2026-02-28T23:30:05Z"
     )
+
+
+# --- fields for people (the drill-down), never for the arithmetic -----------------------------
+
+
+def test_drill_down_fields_are_kept_when_well_formed() -> None:
+    (deployment,) = endpoints.deployments(
+        [dep(1, deployable={"id": 77, "finished_at": "2026-03-01T10:00:00Z"})]
+    )
+    assert deployment.job_id == 77
+    (mr,) = endpoints.merge_requests(
+        [{"id": 1, "iid": 5, "web_url": "https://gitlab.example.com/g/p/-/merge_requests/5"}]
+    )
+    assert (mr.iid, mr.web_url) == (5, "https://gitlab.example.com/g/p/-/merge_requests/5")
+    (incident,) = endpoints.incidents(
+        [
+            {
+                "id": 1,
+                "iid": 9,
+                "web_url": "http://gitlab.local/g/p/-/issues/9",
+                "issue_type": "incident",
+                "created_at": "2026-03-01T10:00:00Z",
+            }
+        ]
+    )
+    assert (incident.iid, incident.web_url) == (9, "http://gitlab.local/g/p/-/issues/9")
+
+
+@pytest.mark.parametrize("value", [None, "5", 5.0, True, False, [5]])
+def test_an_odd_iid_or_job_id_is_dropped_not_a_502(value: object) -> None:
+    assert endpoints.optional_int(value) is None
+
+
+@pytest.mark.parametrize(
+    "value",
+    [None, "", "javascript:alert(1)", "ftp://gitlab/x", "//gitlab/x", "/g/p/-/issues/1", 5],
+)
+def test_a_web_url_that_is_not_an_http_link_is_dropped(value: object) -> None:
+    assert endpoints.optional_url(value) is None
+
+
+def test_integers_and_http_links_are_kept() -> None:
+    assert endpoints.optional_int(0) == 0
+    assert endpoints.optional_int(12) == 12
+    assert endpoints.optional_url("https://x/y") == "https://x/y"
