@@ -391,7 +391,9 @@ class FactsCollector:
         if cached is None and self.clock() < linked_by:
             # A young deployment's list, kept only until GitLab has surely linked its MRs: every
             # answer computed meanwhile lives no longer (`provisional_for`), and is the same.
-            cached = await self.storage.get(self.keys.young_merge_requests(key))
+            cached = await self.storage.get(
+                self.keys.young_merge_requests(project_id, deployment.id)
+            )
         self.telemetry.cache_lookup("facts", cached is not None)
         if cached is not None:
             return f.merge_requests_from_json(f.loads(cached))  # type: ignore[arg-type]
@@ -404,7 +406,12 @@ class FactsCollector:
                 await put(self.storage, key, value, self.policy.ttl_settled)
             else:
                 young = min((linked_by - now).total_seconds(), self.policy.ttl_recent)
-                await put(self.storage, self.keys.young_merge_requests(key), value, young)
+                await put(
+                    self.storage,
+                    self.keys.young_merge_requests(project_id, deployment.id),
+                    value,
+                    young,
+                )
             return mrs
 
         return await self.flights.run(key, fetch)

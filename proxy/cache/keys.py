@@ -64,9 +64,9 @@ class CacheKeys:
     def merge_requests(self, project_id: int, deployment_id: int) -> str:
         return self._project(project_id, "merge-requests", deployment_id)
 
-    def young_merge_requests(self, merge_requests_key: str) -> str:
+    def young_merge_requests(self, project_id: int, deployment_id: int) -> str:
         """The MR list of a deployment younger than 10 minutes: kept until then only."""
-        return f"{merge_requests_key}|young"
+        return self._project(project_id, "merge-requests", deployment_id, "young")
 
     def incidents(self, project_id: int, generation: str, day: date) -> str:
         """A recent day's incidents (created or closed that day)."""
