@@ -70,6 +70,8 @@ def build_service(
         max_retries=settings.upstream_max_retries,
         rate_limit_max_wait=settings.rate_limit_max_wait,
         observer=telemetry.upstream_call,
+        max_pages=settings.upstream_max_pages,
+        max_items=settings.upstream_max_items,
     )
     namespace = namespace_for(settings.upstream_url or "", settings.time_zone)
     secret = load_server_secret(settings.server_secret, settings.cache_dir)

@@ -297,6 +297,17 @@ class Settings:
         "One of auto (console on a terminal, else JSON), json, console.",
         check=_one_of("auto", "json", "console"),
     )
+    upstream_max_pages: int = _row(
+        1000,
+        "Most pages one upstream listing may take (100 items each) before the request answers "
+        "502; also stops on a repeated next link or a page with no new id.",
+        check=_at_least(1),
+    )
+    upstream_max_items: int = _row(
+        100000,
+        "Most items one upstream listing may hold before the request answers 502.",
+        check=_at_least(1),
+    )
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "cache_dir", Path(self.cache_dir).expanduser())

@@ -26,7 +26,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import gitlab
 import gitlab.exceptions
@@ -102,6 +102,8 @@ class Upstream:
         max_retries: int = 3,
         rate_limit_max_wait: float = 5.0,
         observer: CallObserver | None = None,
+        max_pages: int = 1000,
+        max_items: int = 100_000,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self._origin = urlsplit(self.base_url)[:2]
@@ -109,6 +111,8 @@ class Upstream:
         self.concurrency = concurrency
         self.retry = RetryPolicy(max_retries, rate_limit_max_wait)
         self.observer = observer
+        self.max_pages = max_pages  # bounds on one listing (get_list)
+        self.max_items = max_items
         self._executor = ThreadPoolExecutor(concurrency, thread_name_prefix="upstream")
         self._proxies = requests.utils.get_environ_proxies(self.base_url)
         self._ca_bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
@@ -297,11 +301,21 @@ class Upstream:
     async def get_list(
         self, gl: gitlab.Gitlab, kind: str, path: str, query: dict[str, Any]
     ) -> list[dict[str, Any]]:
-        """Every item of a paginated list, following rel=next; de-duplicated by id."""
+        """Every item of a paginated list, following rel=next; de-duplicated by id.
+
+        Bounded whatever the upstream sends (a cache in front of GitLab that ignores the query
+        string answers every page with a link to itself): a next link or page number already
+        followed, a page that brings no new id, more than `max_pages` pages or `max_items`
+        items stop the listing with a 502 naming the call. Nothing of it is kept.
+        """
         items: dict[Any, dict[str, Any]] = {}
         url: str | None = path
         params: dict[str, Any] | None = {**query, "per_page": PER_PAGE}
+        seen = _SeenPages()
+        call = _call_name(path)
         while url is not None:
+            if seen.pages >= self.max_pages:
+                raise BadGateway(detail=f"{call}: more than {self.max_pages} pages")
             try:
                 fetched = await self.get_page(gl, kind, url, params)
             except UpstreamStatus as exc:
@@ -314,11 +328,19 @@ class Upstream:
             page = fetched.data
             if not isinstance(page, list):
                 raise BadGateway(detail=f"GET {path}: expected a list")
+            before = len(items)
             for item in page:
                 if not isinstance(item, dict) or not isinstance(item.get("id"), int | str):
                     raise BadGateway(detail=f"GET {path}: malformed item")
                 items.setdefault(item["id"], item)
+            if len(items) > self.max_items:
+                raise BadGateway(detail=f"{call}: more than {self.max_items} items")
             url = self._next_page(fetched.response)
+            if url is not None:
+                if len(items) == before:
+                    raise BadGateway(detail=f"{call}: pagination repeats (a page with no new id)")
+                if not seen.first_visit(url, fetched.response):
+                    raise BadGateway(detail=f"{call}: pagination repeats (next page seen before)")
             params = None  # the next link carries the query
         return list(items.values())
 
@@ -334,6 +356,29 @@ class Upstream:
             query = "&".join(p for p in parts.query.split("&") if not p.startswith("page="))
             return f"{parts.scheme}://{parts.netloc}{parts.path}?{query}&page={next_page}"
         return None
+
+
+class _SeenPages:
+    """Next links and page numbers a listing has already followed (a cycle is an error)."""
+
+    def __init__(self) -> None:
+        self.pages = 1
+        self._urls: set[str] = set()
+        self._numbers: set[str] = set()
+
+    def first_visit(self, next_url: str, response: requests.Response) -> bool:
+        self.pages += 1
+        current = response.headers.get("X-Page")
+        if current:
+            self._numbers.add(current)
+        self._urls.add(response.url)
+        number = parse_qs(urlsplit(next_url).query).get("page", [None])[-1]
+        if next_url in self._urls or (number is not None and number in self._numbers):
+            return False
+        self._urls.add(next_url)
+        if number is not None:
+            self._numbers.add(number)
+        return True
 
 
 def _call_name(path: str) -> str:
