@@ -226,6 +226,13 @@ class DoraService:
         except UPSTREAM_FAULTS as fault:
             stale = await self.storage.get(stale_key) if self.policy.stale_on_error else None
             if stale is None:
+                degraded = getattr(self.storage, "degraded", None)
+                if degraded is not None and fault.status != 503:
+                    # Neither the cache nor the upstream can serve it: try again shortly.
+                    raise ServiceUnavailable(
+                        self.storage.retry_after(),  # type: ignore[attr-defined]
+                        detail=f"{fault.detail or fault.status}; {degraded}",
+                    ) from None
                 raise
             log.warning(
                 "stale_answer_served",

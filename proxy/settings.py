@@ -308,6 +308,35 @@ class Settings:
         "Most items one upstream listing may hold before the request answers 502.",
         check=_at_least(1),
     )
+    upstream_queue_limit: int = _row(
+        100,
+        "Most upstream calls waiting for a free worker (per pool) before new requests that need "
+        "the upstream answer 503 with Retry-After at once.",
+        check=_at_least(0),
+    )
+    permission_concurrency: int = _row(
+        4,
+        "Threads of the separate pool for permission checks (/user, the project or group, "
+        "membership), so checks never queue behind data fetches.",
+        check=_at_least(1),
+    )
+    idle_connection_timeout: float = _row(
+        5.0,
+        "Seconds a client connection may stay open without sending a request (first or next).",
+        check=_positive,
+    )
+    max_connections: int = _row(
+        1000,
+        "Most client connections open at once (also kept below the open-files limit); more "
+        "are closed as they arrive.",
+        check=_at_least(1),
+    )
+    cache_timeout: float = _row(
+        1.0,
+        "Seconds one cache operation may take; after 3 failures in a row the cache is bypassed "
+        "for 5 s (requests are answered uncached) and tried again.",
+        check=_positive,
+    )
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "cache_dir", Path(self.cache_dir).expanduser())

@@ -23,7 +23,7 @@ import math
 import os
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
@@ -44,6 +44,9 @@ if TYPE_CHECKING:
     from proxy.upstream.session import UpstreamSession
 
 PER_PAGE = 100
+# Calls a permission check makes: they run in a small pool of their own, so a caller's check
+# never queues behind bulk data fetches (and a flood of checks never starves data fetches).
+PERMISSION_KINDS = frozenset({"user", "project", "group", "project_members", "group_members"})
 FORBIDDEN_MEANS_EMPTY = frozenset(
     {"environments", "deployments", "deployment_mrs", "project_issues", "group_issues"}
 )
@@ -56,6 +59,24 @@ class Page:
 
     data: Any
     response: requests.Response
+
+
+class _Pool:
+    """One thread pool and how many calls it holds (running or waiting)."""
+
+    def __init__(self, executor: ThreadPoolExecutor, workers: int) -> None:
+        self.executor = executor
+        self.workers = workers
+        self.pending = 0
+        self._lock = threading.Lock()
+
+    def started(self) -> None:
+        with self._lock:
+            self.pending += 1
+
+    def finished(self, _: Future[Any] | None) -> None:  # in a worker thread, or the loop's
+        with self._lock:
+            self.pending -= 1
 
 
 class UpstreamStatus(Exception):
@@ -104,6 +125,8 @@ class Upstream:
         observer: CallObserver | None = None,
         max_pages: int = 1000,
         max_items: int = 100_000,
+        queue_limit: int = 100,
+        check_concurrency: int = 4,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self._origin = urlsplit(self.base_url)[:2]
@@ -114,6 +137,13 @@ class Upstream:
         self.max_pages = max_pages  # bounds on one listing (get_list)
         self.max_items = max_items
         self._executor = ThreadPoolExecutor(concurrency, thread_name_prefix="upstream")
+        self._checks = ThreadPoolExecutor(check_concurrency, thread_name_prefix="upstream-checks")
+        # Calls submitted and not finished, per pool; past workers + queue_limit: 503 at once.
+        self.queue_limit = queue_limit
+        self._pools = {
+            "data": _Pool(self._executor, concurrency),
+            "checks": _Pool(self._checks, check_concurrency),
+        }
         self._proxies = requests.utils.get_environ_proxies(self.base_url)
         self._ca_bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
         # python-gitlab's errors drop the response headers (Retry-After, WWW-Authenticate):
@@ -122,6 +152,34 @@ class Upstream:
 
     async def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
+        self._checks.shutdown(wait=False, cancel_futures=True)
+
+    def saturated(self) -> str | None:
+        """Why new cold requests are refused right now (a full queue), or None."""
+        for name, pool in self._pools.items():
+            if pool.pending >= pool.workers + self.queue_limit:
+                return f"{name} queue full ({pool.pending - pool.workers} calls waiting)"
+        return None
+
+    async def _run(self, kind: str, call: str, work: functools.partial[Page]) -> Page:
+        """`work` in its pool (checks or data), refused with 503 when the pool's queue is full.
+
+        A call still waiting for a worker when its caller is cancelled never starts
+        (`asyncio.wrap_future` cancels the pool's future), so work nobody waits for leaves
+        the queue at once; a call already running finishes within `timeout`."""
+        pool = self._pools["checks" if kind in PERMISSION_KINDS else "data"]
+        if pool.pending >= pool.workers + self.queue_limit:
+            raise ServiceUnavailable(
+                1, detail=f"{call}: upstream queue full ({self.queue_limit} calls waiting)"
+            )
+        pool.started()
+        try:
+            future = pool.executor.submit(work)
+        except RuntimeError:  # shut down: the proxy is stopping
+            pool.finished(None)
+            raise ServiceUnavailable(1, detail=f"{call}: shutting down") from None
+        future.add_done_callback(pool.finished)
+        return await asyncio.wrap_future(future)
 
     def session(self, credential: Credential | None) -> UpstreamSession:
         """The door for one proxy request: typed fetches with this caller's credential."""
@@ -182,7 +240,6 @@ class Upstream:
         `asyncio.sleep`: neither the event loop nor a worker thread is held.
         """
         call = _call_name(path)
-        loop = asyncio.get_running_loop()
         stats = CURRENT_STATS.get()
         waited = 0.0  # this call's rate-limit waits, for calls made outside a proxy request
         attempt = 0
@@ -193,8 +250,9 @@ class Upstream:
             started = time.monotonic()
             cancelled = False
             try:
-                return await loop.run_in_executor(
-                    self._executor,
+                return await self._run(
+                    kind,
+                    call,
                     functools.partial(self._get_sync, gl, kind, call, path, query, started),
                 )
             except asyncio.CancelledError:
