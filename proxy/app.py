@@ -84,7 +84,7 @@ def build_service(
         observer=telemetry.upstream_call,
         max_pages=settings.upstream_max_pages,
         max_items=settings.upstream_max_items,
-        queue_limit=settings.upstream_queue_limit,
+        queue_limit=settings.permission_queue_limit,
         check_concurrency=settings.permission_concurrency,
     )
     namespace = namespace_for(settings.upstream_url or "", settings.time_zone)
@@ -103,7 +103,7 @@ def build_service(
     )
     return DoraService(
         upstream=upstream,
-        permissions=Permissions(secret, settings.permission_ttl),
+        permissions=Permissions(secret, settings.permission_ttl, settings.client_check_limit),
         collector=collector,
         storage=storage,
         policy=AnswerPolicy(
@@ -117,6 +117,7 @@ def build_service(
         clock=clock,
         telemetry=telemetry,
         recent_ttl=settings.recent_answer_ttl,
+        max_computations=settings.max_computations,
         # Replicas (or processes on one disk cache) compute a cold answer once; a holder that
         # died frees the lock within one short lease.
         replica_lock=StorageLock(

@@ -56,6 +56,7 @@ class DoraRequest:
     id_or_path: str
     params: QueryItems
     url: str | None = None
+    client: str | None = None  # the peer's address: bounds its uncached permission checks
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +129,7 @@ class DoraService:
         telemetry: Telemetry | None = None,
         replica_lock: StorageLock | None = None,
         recent_ttl: float = 0.0,
+        max_computations: int = 0,
     ) -> None:
         self.upstream = upstream
         self.permissions = permissions
@@ -138,6 +140,7 @@ class DoraService:
         self.deadline = deadline
         self.clock = clock
         self.computations = SingleFlight()
+        self.max_computations = max_computations  # 0: unbounded (batch jobs)
         self.telemetry = telemetry or Telemetry()
         # Never longer than a permission decision is trusted (see proxy/recent.py).
         self._seconds = seconds_of(clock)  # read on every recalled answer: cheap
@@ -204,7 +207,9 @@ class DoraService:
         container = request.container
         unchecked = parse_query(request.params, self.today())
         session = self.upstream.session(credential)
-        info = await self.permissions.authorize(session, credential, container, request.id_or_path)
+        info = await self.permissions.authorize(
+            session, credential, container, request.id_or_path, request.client
+        )
         query = validate_query(unchecked)
         key, stale_key = await self._answer_keys(container, info, query)
         ttl = self.policy.ttl_past if query.end_date < self.today() else self.policy.ttl_current
@@ -219,6 +224,16 @@ class DoraService:
             )
 
         lock = self.replica_lock if ttl > 0 else None  # an uncached answer is never shared
+        if (
+            self.max_computations
+            and len(self.computations) >= self.max_computations
+            and not self.computations.running(key)
+        ):
+            # Joining a computation is free; starting one more past the bound would only
+            # lengthen every caller's wait: answered at once, to be asked again shortly.
+            raise ServiceUnavailable(
+                1, detail=f"{self.max_computations} computations in flight (max_computations)"
+            )
         try:
             body = await self.computations.run(
                 key, (lambda: lock.run(key, compute)) if lock else compute

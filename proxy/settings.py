@@ -308,10 +308,16 @@ class Settings:
         "Most items one upstream listing may hold before the request answers 502.",
         check=_at_least(1),
     )
-    upstream_queue_limit: int = _row(
+    max_computations: int = _row(
+        32,
+        "Most cold answers computed at once (identical requests share one); past it a request "
+        "that needs a new computation answers 503 with Retry-After at once.",
+        check=_at_least(1),
+    )
+    permission_queue_limit: int = _row(
         100,
-        "Most upstream calls waiting for a free worker (per pool) before new requests that need "
-        "the upstream answer 503 with Retry-After at once.",
+        "Most permission-check calls waiting for a worker of their pool; past it new checks "
+        "answer 503 with Retry-After at once.",
         check=_at_least(0),
     )
     permission_concurrency: int = _row(
@@ -319,6 +325,13 @@ class Settings:
         "Threads of the separate pool for permission checks (/user, the project or group, "
         "membership), so checks never queue behind data fetches.",
         check=_at_least(1),
+    )
+    client_check_limit: int = _row(
+        16,
+        "Most uncached permission checks one client address may have in flight; more answer "
+        "429 with Retry-After (0 turns the limit off; behind a reverse proxy every client "
+        "shares its address).",
+        check=_at_least(0),
     )
     idle_connection_timeout: float = _row(
         5.0,

@@ -37,6 +37,9 @@ class SingleFlight:
     def __len__(self) -> int:
         return len(self._tasks)
 
+    def running(self, key: str) -> bool:
+        return key in self._tasks
+
     async def run(self, key: str, work: Callable[[], Awaitable[T]]) -> T:
         task = self._tasks.get(key)
         if task is None:

@@ -155,22 +155,25 @@ class Upstream:
         self._checks.shutdown(wait=False, cancel_futures=True)
 
     def saturated(self) -> str | None:
-        """Why new cold requests are refused right now (a full queue), or None."""
-        for name, pool in self._pools.items():
-            if pool.pending >= pool.workers + self.queue_limit:
-                return f"{name} queue full ({pool.pending - pool.workers} calls waiting)"
+        """Why new permission checks are refused right now (their queue is full), or None."""
+        pool = self._pools["checks"]
+        if pool.pending >= pool.workers + self.queue_limit:
+            return f"permission check queue full ({pool.pending - pool.workers} calls waiting)"
         return None
 
     async def _run(self, kind: str, call: str, work: functools.partial[Page]) -> Page:
-        """`work` in its pool (checks or data), refused with 503 when the pool's queue is full.
+        """`work` in its pool: permission checks in their own, bounded by `queue_limit` calls
+        waiting (then 503 at once); data fetches in the main one, bounded per computation by
+        the service (`max_computations`), since one computation fans out many calls at once.
 
         A call still waiting for a worker when its caller is cancelled never starts
         (`asyncio.wrap_future` cancels the pool's future), so work nobody waits for leaves
         the queue at once; a call already running finishes within `timeout`."""
-        pool = self._pools["checks" if kind in PERMISSION_KINDS else "data"]
-        if pool.pending >= pool.workers + self.queue_limit:
+        checks = kind in PERMISSION_KINDS
+        pool = self._pools["checks" if checks else "data"]
+        if checks and pool.pending >= pool.workers + self.queue_limit:
             raise ServiceUnavailable(
-                1, detail=f"{call}: upstream queue full ({self.queue_limit} calls waiting)"
+                1, detail=f"{call}: permission check queue full ({self.queue_limit} waiting)"
             )
         pool.started()
         try:
