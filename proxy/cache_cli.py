@@ -16,12 +16,22 @@ from proxy.query import INTERVALS, METRICS
 from proxy.service import DoraRequest
 from proxy.settings import ConfigError, Settings
 
+CACHE_COMMAND_TIMEOUT = 30.0  # seconds `cache stats` / `cache clear` wait for the backend
+
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    if args.cache_command == "stats":
-        return asyncio.run(_stats(settings))
-    if args.cache_command == "clear":
-        return asyncio.run(_clear(settings))
+    from proxy.cache.base import StorageError
+
+    try:
+        if args.cache_command == "stats":
+            return asyncio.run(asyncio.wait_for(_stats(settings), CACHE_COMMAND_TIMEOUT))
+        if args.cache_command == "clear":
+            return asyncio.run(asyncio.wait_for(_clear(settings), CACHE_COMMAND_TIMEOUT))
+    except (StorageError, OSError, TimeoutError) as exc:
+        # A broken cache is exactly when these are run: one line and a non-zero status.
+        reason = str(exc) or f"no answer within {CACHE_COMMAND_TIMEOUT:g} s"
+        print(f"dora-proxy: cache error: {reason}".splitlines()[0], file=sys.stderr)
+        return 1
     token = os.environ.get(args.token_env, "")
     if not token:
         raise ConfigError(f"{args.token_env}: required by cache warm (a token that can read them)")

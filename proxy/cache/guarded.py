@@ -53,6 +53,7 @@ class GuardedStorage:
         self._failures_in_row = 0
         self._open_until = 0.0
         self._last_logged = -float("inf")
+        self._last_recovered = -float("inf")
         self._unlogged = 0
         self.reason: str | None = None  # the last failure while degraded; None when healthy
         self.failures = 0  # operations that failed or were skipped, since start
@@ -95,9 +96,12 @@ class GuardedStorage:
 
     def _succeeded(self) -> None:
         if self.reason is not None:
-            log.info("cache_recovered", backend=self.name, failures=self._unlogged)
-            self._last_logged = -float("inf")
-            self._unlogged = 0
+            # Rate-limited too: a full disk fails writes while reads succeed, and that must
+            # not turn into two lines per request.
+            now = self._clock()
+            if now - self._last_recovered >= self.log_interval:
+                log.info("cache_recovered", backend=self.name)
+                self._last_recovered = now
         self.reason = None
         self._failures_in_row = 0
 
