@@ -103,7 +103,12 @@ def build_service(
     )
     return DoraService(
         upstream=upstream,
-        permissions=Permissions(secret, settings.permission_ttl, settings.client_check_limit),
+        permissions=Permissions(
+            secret,
+            settings.permission_ttl,
+            settings.client_check_limit,
+            settings.client_check_queue,
+        ),
         collector=collector,
         storage=storage,
         policy=AnswerPolicy(

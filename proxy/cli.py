@@ -12,8 +12,6 @@ import sys
 import tempfile
 from collections.abc import Sequence
 
-from aiohttp import web
-
 from proxy import __version__
 from proxy.settings import SETTINGS, ConfigError, Settings, load_settings
 
@@ -96,17 +94,19 @@ def serve(settings: Settings) -> int:
     """Serve until SIGTERM/SIGINT; in-flight requests drain before exit."""
     from proxy.app import create_app
     from proxy.cache.base import StorageError
+    from proxy.web.connections import serve as serve_app
 
     _prepare(settings)
     try:
         app = create_app(settings)
-        web.run_app(
+        # web.run_app, plus the open-files limit raised and a cap on client connections.
+        serve_app(
             app,
             host=settings.host,
             port=settings.port,
-            print=lambda text: print(text, file=sys.stderr),
-            access_log=None,
+            max_connections=settings.max_connections,
             shutdown_timeout=SHUTDOWN_TIMEOUT,
+            announce=lambda text: print(text, file=sys.stderr),
         )
     except StorageError as exc:
         print(f"dora-proxy: cache error: {exc}", file=sys.stderr)

@@ -11,9 +11,10 @@ cached answer is only ever shared between callers who each proved access.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from proxy.credentials import Credential, caller_key, could_be_a_token, mac_key
@@ -32,6 +33,7 @@ from proxy.single_flight import SingleFlight
 from proxy.upstream import UpstreamSession, UpstreamStatus
 
 REPORTER = 20
+WAITING_PER_CLIENT = 256  # checks of one client address waiting for a turn (default)
 _MAX_ENTRIES = 50_000
 
 
@@ -88,44 +90,65 @@ class DecisionCache:
 
 
 class ClientGate:
-    """At most `limit` uncached permission checks in flight per client address (0: no limit).
+    """At most `limit` uncached permission checks in flight per client address (0: no limit),
+    and at most `WAITING_PER_CLIENT` more waiting for their turn; past that, 429 at once.
 
     Each check of an unknown token costs upstream calls; a flood of random tokens from one
-    address is answered 429 at once past the limit, instead of filling the upstream queue that
-    every other caller's first check shares.
+    address waits its turn behind its own checks (and is refused past the waiting room)
+    instead of filling the permission pool that every other caller's first check shares.
     """
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, waiting: int = WAITING_PER_CLIENT) -> None:
         self.limit = limit
-        self._in_flight: dict[str, int] = {}
+        self.waiting = waiting
+        self._clients: dict[str, _ClientTurns] = {}
         self.refused = 0
 
-    @contextlib.contextmanager
-    def enter(self, client: str | None) -> Iterator[None]:
+    @contextlib.asynccontextmanager
+    async def enter(self, client: str | None) -> AsyncIterator[None]:
         if not self.limit or client is None:
             yield
             return
-        count = self._in_flight.get(client, 0)
-        if count >= self.limit:
+        turns = self._clients.get(client)
+        if turns is None:
+            turns = self._clients[client] = _ClientTurns(asyncio.Semaphore(self.limit))
+        if turns.semaphore.locked() and turns.waiting >= self.waiting:
             self.refused += 1
-            raise TooManyRequests(1, detail=f"more than {self.limit} permission checks in flight")
-        self._in_flight[client] = count + 1
+            raise TooManyRequests(
+                1, detail=f"over {self.limit + self.waiting} permission checks from one client"
+            )
+        turns.users += 1
+        turns.waiting += 1
         try:
-            yield
+            try:
+                await turns.semaphore.acquire()
+            finally:
+                turns.waiting -= 1
+            try:
+                yield
+            finally:
+                turns.semaphore.release()
         finally:
-            left = self._in_flight[client] - 1
-            if left:
-                self._in_flight[client] = left
-            else:
-                del self._in_flight[client]
+            turns.users -= 1
+            if turns.users == 0:
+                self._clients.pop(client, None)
+
+
+@dataclass(slots=True)
+class _ClientTurns:
+    semaphore: asyncio.Semaphore
+    users: int = 0  # checks in flight or waiting
+    waiting: int = 0
 
 
 class Permissions:
-    def __init__(self, secret: bytes, ttl: float, client_limit: int = 0) -> None:
+    def __init__(
+        self, secret: bytes, ttl: float, client_limit: int = 0, client_queue: int = 256
+    ) -> None:
         self.secret = mac_key(secret)
         self.cache = DecisionCache(ttl)
         self.flights = SingleFlight()
-        self.gate = ClientGate(client_limit)
+        self.gate = ClientGate(client_limit, client_queue)
 
     def caller_key(self, credential: Credential | None) -> str:
         return caller_key(self.secret, credential)
@@ -168,7 +191,7 @@ class Permissions:
 
         # Concurrent cold requests of one caller for one container share one decision.
         try:
-            with self.gate.enter(client):
+            async with self.gate.enter(client):
                 return await self.flights.run("|".join(key), decide)
         except (NotFound, Unauthorized, UpstreamRejected) as decision:
             raise _fresh(decision) from None

@@ -141,7 +141,8 @@ class DoraService:
         self.deadline = deadline
         self.clock = clock
         self.computations = SingleFlight()
-        self.max_computations = max_computations  # 0: unbounded (batch jobs)
+        # Cold answers computed at once, all sharing the upstream pool (0: unbounded, batch).
+        self.max_computations = max_computations
         self.telemetry = telemetry or Telemetry()
         # Never longer than a permission decision is trusted (see proxy/recent.py).
         self._seconds = seconds_of(clock)  # read on every recalled answer: cheap
@@ -230,10 +231,10 @@ class DoraService:
             and len(self.computations) >= self.max_computations
             and not self.computations.running(key)
         ):
-            # Joining a computation is free; starting one more past the bound would only
-            # lengthen every caller's wait: answered at once, to be asked again shortly.
+            # Joining a computation is free; one more past the bound would only lengthen
+            # every caller's wait for the upstream pool: answered at once, to ask again.
             raise ServiceUnavailable(
-                1, detail=f"{self.max_computations} computations in flight (max_computations)"
+                1, detail=f"{len(self.computations)} computations in flight (max_computations)"
             )
         try:
             body = await self.computations.run(

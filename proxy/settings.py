@@ -309,9 +309,9 @@ class Settings:
         check=_at_least(1),
     )
     max_computations: int = _row(
-        32,
-        "Most cold answers computed at once (identical requests share one); past it a request "
-        "that needs a new computation answers 503 with Retry-After at once.",
+        200,
+        "Most cold answers computed at once, all sharing the upstream pool (identical requests "
+        "share one); past it a request needing a new one answers 503 with Retry-After at once.",
         check=_at_least(1),
     )
     permission_queue_limit: int = _row(
@@ -327,10 +327,16 @@ class Settings:
         check=_at_least(1),
     )
     client_check_limit: int = _row(
-        16,
-        "Most uncached permission checks one client address may have in flight; more answer "
-        "429 with Retry-After (0 turns the limit off; behind a reverse proxy every client "
-        "shares its address).",
+        8,
+        "Most uncached permission checks one client address may have in flight; up to "
+        "client_check_queue more wait their turn, further ones answer 429 with Retry-After "
+        "(0 turns the limit off; behind a reverse proxy every client shares its address).",
+        check=_at_least(0),
+    )
+    client_check_queue: int = _row(
+        256,
+        "Uncached permission checks of one client address that may wait for a turn "
+        "(see client_check_limit).",
         check=_at_least(0),
     )
     idle_connection_timeout: float = _row(
