@@ -73,10 +73,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return serve(_settings_from(args, require_upstream=True))
         if args.command == "demo":
             return demo(args)
-        from proxy import cache_cli as cache_commands
+        from proxy import cache_cli
 
         settings = _settings_from(args, require_upstream=args.cache_command == "warm")
-        return cache_commands.run(args, settings)
+        return cache_cli.run(args, settings)
     except ConfigError as exc:
         print(f"dora-proxy: configuration error: {exc}", file=sys.stderr)
         return 2

@@ -4,7 +4,7 @@ A redaction processor runs last before rendering, so a credential that slipped i
 (a header dict, a query string) is masked whatever the call site did. Tracebacks are rendered
 without frame locals: a local variable can hold a caller's token (structlog's dict tracebacks
 show locals by default, and the redaction cannot know which local is a secret). The request
-lines have their own batched path (proxy/request_log.py).
+lines have their own batched path (proxy/telemetry/access_log.py).
 """
 
 from __future__ import annotations

@@ -91,10 +91,9 @@ class UpstreamStatus(Exception):
 
 
 class _Retryable(Exception):
-    def __init__(self, reason: str, *, timeout: bool = False, wait: float | None = None) -> None:
+    def __init__(self, reason: str, *, timeout: bool = False) -> None:
         super().__init__(reason)
         self.timeout = timeout
-        self.wait = wait
 
 
 class _RateLimited(Exception):

@@ -14,7 +14,6 @@ import math
 import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 FAILURE_BACKOFF_BASE = 0.1  # seconds before the first retry of a failed call
 RATE_LIMIT_BACKOFF_BASE = 0.5  # seconds to wait out a 429 that names no wait of its own
@@ -58,10 +57,6 @@ def retry_after_seconds(headers: Mapping[str, str], now: float) -> float | None:
         if math.isfinite(seconds):
             return max(0.0, seconds)
     return None
-
-
-def now_seconds() -> float:
-    return datetime.now(UTC).timestamp()
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,7 +3,7 @@
 `configure_logging("info", "json")` writes to `sys.stdout`, here an in-memory stream, and every
 request goes through real HTTP (the proxy on a TestServer in front of the fake GitLab). The
 batch is written 50 ms after its first request, when it is `MAX_PENDING` long, before any
-other event, and when the app stops (proxy/request_log.py).
+other event, and when the app stops (proxy/telemetry/access_log.py).
 """
 
 from __future__ import annotations
