@@ -189,10 +189,19 @@ class Permissions:
             self.cache.put(key, info, min(bound, default=None))
             return info
 
-        # Concurrent cold requests of one caller for one container share one decision.
+        # Concurrent cold requests of one caller for one container share one decision;
+        # joining one costs nothing, so only a new check takes a turn of this client's.
+        flight = "|".join(key)
         try:
+            if self.flights.running(flight):
+                return await self.flights.run(flight, decide)
             async with self.gate.enter(client):
-                return await self.flights.run("|".join(key), decide)
+                decided = self.cache.get(key)  # made while this check waited for its turn
+                if isinstance(decided, ProxyError):
+                    raise _fresh(decided)
+                if isinstance(decided, ContainerInfo):
+                    return decided
+                return await self.flights.run(flight, decide)
         except (NotFound, Unauthorized, UpstreamRejected) as decision:
             raise _fresh(decision) from None
 
