@@ -105,6 +105,7 @@ def serve(settings: Settings) -> int:
             host=settings.host,
             port=settings.port,
             max_connections=settings.max_connections,
+            max_client_connections=settings.max_client_connections,
             shutdown_timeout=SHUTDOWN_TIMEOUT,
             announce=lambda text: print(text, file=sys.stderr),
         )

@@ -350,6 +350,12 @@ class Settings:
         "are closed as they arrive.",
         check=_at_least(1),
     )
+    max_client_connections: int = _row(
+        0,
+        "Most client connections open at once from one peer address; more are closed as they "
+        "arrive (0: no per-address cap; behind a reverse proxy every client shares its address).",
+        check=_at_least(0),
+    )
     cache_timeout: float = _row(
         1.0,
         "Seconds one cache operation may take; after 3 failures in a row the cache is bypassed "

@@ -6,8 +6,9 @@ upstream could not open a file or a socket, and the proxy stopped answering ever
 
 - at start the soft RLIMIT_NOFILE is raised to the hard limit (no privilege needed);
 - at most `max_connections` client connections are open at once, and never more than the
-  open-files limit minus a reserve for the cache, the upstream pool and the logs: a
-  connection past the cap is closed as soon as it is accepted (counted and logged, rate-limited);
+  open-files limit minus a reserve for the cache, the upstream pool and the logs, and at most
+  `max_client_connections` from one peer address: a connection past a cap is closed as soon as
+  it is accepted (counted and logged, rate-limited);
 - a connection that sends no request within `idle_connection_timeout` seconds is closed
   (aiohttp's keep-alive timer, armed at accept: see proxy/app.py).
 
@@ -53,26 +54,50 @@ def connection_cap(max_connections: int, soft_limit: int) -> int:
 
 
 class ConnectionCap:
-    """Closes connections accepted past `cap` (installed on aiohttp's `web.Server`)."""
+    """Closes connections accepted past `cap`, or past `per_client` from one peer address
+    (0: no per-client cap), as soon as they are accepted (installed on aiohttp's `web.Server`).
+    """
 
-    def __init__(self, cap: int, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, cap: int, per_client: int = 0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.cap = cap
+        self.per_client = per_client
         self.refused = 0
         self._clock = clock
         self._logged_at = -float("inf")
         self._refused_since_log = 0
+        self._by_peer: dict[str, int] = {}
+        self._peer_of: dict[int, str] = {}
 
     def install(self, server: web.Server) -> None:
         accepted = server.connection_made
+        lost = server.connection_lost
         connections: dict[Any, Any] = server._connections  # aiohttp's own map of open ones
 
         def connection_made(handler: Any, transport: asyncio.Transport) -> None:
             accepted(handler, transport)
-            if len(connections) > self.cap:
+            peer = transport.get_extra_info("peername")
+            address = str(peer[0]) if isinstance(peer, tuple) and peer else ""
+            count = self._by_peer.get(address, 0) + 1
+            self._by_peer[address] = count
+            self._peer_of[id(handler)] = address
+            if len(connections) > self.cap or (self.per_client and count > self.per_client):
                 self._refuse()
                 transport.abort()
 
+        def connection_lost(handler: Any, exc: BaseException | None = None) -> None:
+            address = self._peer_of.pop(id(handler), None)
+            if address is not None:
+                left = self._by_peer.get(address, 1) - 1
+                if left > 0:
+                    self._by_peer[address] = left
+                else:
+                    self._by_peer.pop(address, None)
+            lost(handler, exc)
+
         server.connection_made = connection_made  # type: ignore[method-assign]
+        server.connection_lost = connection_lost  # type: ignore[method-assign]
 
     def _refuse(self) -> None:
         self.refused += 1
@@ -82,6 +107,7 @@ class ConnectionCap:
             log.warning(
                 "connections_refused",
                 max_connections=self.cap,
+                max_client_connections=self.per_client,
                 refused=self._refused_since_log,
             )
             self._logged_at = now
@@ -96,6 +122,7 @@ def serve(
     max_connections: int,
     shutdown_timeout: float,
     announce: Callable[[str], None],
+    max_client_connections: int = 0,
 ) -> None:
     """Serve until SIGTERM/SIGINT; in-flight requests drain for `shutdown_timeout` seconds.
 
@@ -104,7 +131,8 @@ def serve(
     cap = connection_cap(max_connections, soft)
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
-    main = loop.create_task(_serve(app, host, port, cap, shutdown_timeout, announce, soft, hard))
+    limits = ConnectionCap(cap, max_client_connections)
+    main = loop.create_task(_serve(app, host, port, limits, shutdown_timeout, announce, soft, hard))
     try:
         loop.run_until_complete(main)
     except (GracefulExit, KeyboardInterrupt):
@@ -122,7 +150,7 @@ async def _serve(
     app: web.Application,
     host: str,
     port: int,
-    cap: int,
+    limits: ConnectionCap,
     shutdown_timeout: float,
     announce: Callable[[str], None],
     soft: int,
@@ -133,10 +161,17 @@ async def _serve(
     )
     await runner.setup()
     try:
-        ConnectionCap(cap).install(runner.server)  # type: ignore[arg-type]
+        limits.install(runner.server)  # type: ignore[arg-type]
         site = web.TCPSite(runner, host, port)
         await site.start()
-        log.info("listening", host=host, port=port, max_connections=cap, open_files=[soft, hard])
+        log.info(
+            "listening",
+            host=host,
+            port=port,
+            max_connections=limits.cap,
+            max_client_connections=limits.per_client,
+            open_files=[soft, hard],
+        )
         announce(f"======== Running on http://{host}:{port} ========\n(Press CTRL+C to quit)")
         while True:
             await asyncio.sleep(3600)

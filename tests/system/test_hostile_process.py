@@ -187,6 +187,33 @@ async def test_past_the_connection_cap_the_proxy_still_serves_and_logs_little(
     assert refused and refused[0]["max_connections"] == 300 - 128
 
 
+async def test_one_address_holds_at_most_max_client_connections(fake, tmp_path: Path) -> None:
+    """With `max_client_connections`, 40 idle sockets from 127.0.0.1 keep 5; another address
+    is served meanwhile."""
+    process, base, output = start_proxy(
+        fake.url, tmp_path, limit_files(4096), "--max-client-connections", "5"
+    )
+    idle: list[socket.socket] = []
+    try:
+        await wait_healthy(process, base, output)
+        idle = open_idle(base, 40)
+        await asyncio.sleep(0.5)
+        connector = aiohttp.TCPConnector(local_addr=("127.0.0.2", 0))
+        async with (
+            aiohttp.ClientSession(connector=connector) as session,
+            session.get(f"{base}{TARGET}", headers={"PRIVATE-TOKEN": "tok-maria"}) as response,
+        ):
+            assert response.status == 200
+    finally:
+        for sock in idle:
+            sock.close()
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=40)
+    refused = [json.loads(line) for line in log_lines(output) if '"connections_refused"' in line]
+    assert len(refused) == 1, refused  # rate-limited: one line for the 35 refused at once
+    assert refused[0]["max_client_connections"] == 5 and refused[0]["refused"] >= 1
+
+
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_demo_removes_its_temporary_directory_when_stopped(tmp_path: Path, signum: int) -> None:
     temp = tmp_path / "tmp"

@@ -15,6 +15,7 @@ from yarl import URL
 
 from proxy.demo import DATA_KINDS
 from proxy.demo.world import MAINTAINER, World
+from tests.web.test_observability import scrape, value
 
 NOW = datetime(2021, 3, 1, 12, 0, tzinfo=UTC)
 MARIA = {"PRIVATE-TOKEN": "tok-maria"}
@@ -79,6 +80,10 @@ async def test_a_computation_nobody_waits_for_is_cancelled(start_stack) -> None:
     assert after <= concurrency, f"{after} upstream calls after every caller had gone"
     assert len(service.computations) == 0
     assert service.computations.abandoned == 4
+    # Counted as clients that went away (499), not as failures of ours (500).
+    samples, _ = await scrape(stack)
+    assert value(samples, "dora_proxy_http_requests_total", route="project_dora", status="499") == 4
+    assert value(samples, "dora_proxy_http_requests_total", route="project_dora", status="500") == 0
 
 
 async def test_a_computation_survives_while_one_caller_still_waits(start_stack) -> None:
