@@ -15,15 +15,17 @@ from proxy.cache.guarded import GuardedStorage, warn_if_cache_exceeds_free_space
 from proxy.cache.keys import CacheKeys, namespace_for
 from proxy.clock import Clock, utc_now
 from proxy.collect import FactsCollector, FactsPolicy
+from proxy.explain import load_levels
 from proxy.permissions import Permissions
 from proxy.server_secret import load_server_secret
 from proxy.service import AnswerPolicy, DoraService
 from proxy.settings import Settings
 from proxy.single_flight import StorageLock
+from proxy.telemetry import dora_export
 from proxy.telemetry.access_log import REQUEST_LOG
 from proxy.telemetry.prometheus import TELEMETRY, Telemetry
 from proxy.upstream import Upstream
-from proxy.web import handlers, openapi, probes, webhooks
+from proxy.web import dashboard, extensions, handlers, openapi, probes, webhooks
 from proxy.web.probes import (
     READINESS,
     READINESS_TIMEOUT,
@@ -184,6 +186,7 @@ def create_app(
             REQUEST_LOG.flush()
 
     app.cleanup_ctx.append(resources)
+    dora_export.setup(app, settings, handlers.SERVICE)  # after `resources`: needs the service
     for name, path in API_ROUTES:
         add_route(app, "GET", path, handlers.dora_metrics, name)
     add_route(app, "GET", "/-/health", probes.health, "health")
@@ -192,5 +195,7 @@ def create_app(
     add_route(app, "GET", "/metrics", probes.metrics_endpoint, "metrics")
     add_route(app, "GET", openapi.PATH, openapi.openapi, "openapi")
     webhooks.setup(app, settings.webhook_secret)
+    extensions.setup(app, load_levels(settings.dora_levels_file))
+    dashboard.setup(app)
     add_unrouted(app)  # last: the router tries it after every other route
     return app

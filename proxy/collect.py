@@ -428,14 +428,17 @@ def merge_incident_days(
     day, so an entry cached before the incident closed (or reopened) never contradicts the day
     that records the close.
     """
-    created: dict[int, datetime] = {}
+    first: dict[int, Incident] = {}
     closed: dict[int, datetime] = {}
     for day, incidents in by_day.items():
         for incident in incidents:
-            created.setdefault(incident.id, incident.created_at)
+            first.setdefault(incident.id, incident)
             if incident.closed_at is not None and local_day(incident.closed_at) == day:
                 closed[incident.id] = incident.closed_at
-    return tuple(Incident(iid, created[iid], closed.get(iid)) for iid in sorted(created))
+    return tuple(
+        Incident(i, first[i].created_at, closed.get(i), first[i].iid, first[i].web_url)
+        for i in sorted(first)
+    )
 
 
 async def _constant(value: tuple[()]) -> tuple[()]:

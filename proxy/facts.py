@@ -28,12 +28,17 @@ class Deployment:
     id: int
     environment_id: int
     finished_at: datetime
+    # The deployment job's id, for people (the drill-down links to its page), not for the
+    # arithmetic. One small int, not a URL: a large group decodes tens of thousands of these.
+    job_id: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class MergeRequest:
     id: int
     merged_at: datetime | None
+    iid: int | None = None  # for people (the drill-down); absent in entries cached before
+    web_url: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +48,8 @@ class Incident:
     id: int
     created_at: datetime
     closed_at: datetime | None = None
+    iid: int | None = None  # for people (the drill-down); absent in entries cached before
+    web_url: str | None = None
 
 
 @dataclass(frozen=True)
@@ -110,41 +117,76 @@ def environments_from_json(data: list[dict]) -> tuple[Environment, ...]:
     return tuple(Environment(d["id"], d["name"], d["tier"], d["state"]) for d in data)
 
 
+def _people(record: dict, iid: int | None, web_url: str | None) -> dict:
+    """Add the optional fields for people (iid, web_url) only when known: entries stay as
+    small as before, and entries cached before these fields existed still decode."""
+    if iid is not None:
+        record["iid"] = iid
+    if web_url is not None:
+        record["web_url"] = web_url
+    return record
+
+
 def deployments_to_json(items: tuple[Deployment, ...]) -> list[dict]:
     return [
         {"id": d.id, "environment_id": d.environment_id, "finished_at": _encode_time(d.finished_at)}
+        if d.job_id is None
+        else {
+            "id": d.id,
+            "environment_id": d.environment_id,
+            "finished_at": _encode_time(d.finished_at),
+            "job_id": d.job_id,
+        }
         for d in items
     ]
 
 
 def deployments_from_json(data: list[dict]) -> tuple[Deployment, ...]:
     return tuple(
-        Deployment(d["id"], d["environment_id"], parse_time(d["finished_at"])) for d in data
+        Deployment(d["id"], d["environment_id"], parse_time(d["finished_at"]), d.get("job_id"))
+        for d in data
     )
 
 
 def merge_requests_to_json(items: tuple[MergeRequest, ...]) -> list[dict]:
-    return [{"id": m.id, "merged_at": _encode_time(m.merged_at)} for m in items]
+    return [
+        _people({"id": m.id, "merged_at": _encode_time(m.merged_at)}, m.iid, m.web_url)
+        for m in items
+    ]
 
 
 def merge_requests_from_json(data: list[dict]) -> tuple[MergeRequest, ...]:
-    return tuple(MergeRequest(d["id"], _time_or_none(d["merged_at"])) for d in data)
+    return tuple(
+        MergeRequest(d["id"], _time_or_none(d["merged_at"]), d.get("iid"), d.get("web_url"))
+        for d in data
+    )
 
 
 def incidents_to_json(items: tuple[Incident, ...]) -> list[dict]:
     return [
-        {
-            "id": i.id,
-            "created_at": _encode_time(i.created_at),
-            "closed_at": _encode_time(i.closed_at),
-        }
+        _people(
+            {
+                "id": i.id,
+                "created_at": _encode_time(i.created_at),
+                "closed_at": _encode_time(i.closed_at),
+            },
+            i.iid,
+            i.web_url,
+        )
         for i in items
     ]
 
 
 def incidents_from_json(data: list[dict]) -> tuple[Incident, ...]:
     return tuple(
-        Incident(d["id"], parse_time(d["created_at"]), _time_or_none(d["closed_at"])) for d in data
+        Incident(
+            d["id"],
+            parse_time(d["created_at"]),
+            _time_or_none(d["closed_at"]),
+            d.get("iid"),
+            d.get("web_url"),
+        )
+        for d in data
     )
 
 

@@ -34,7 +34,7 @@ from proxy.dora import compute_metric, render
 from proxy.errors import BadGateway, GatewayTimeout, ServiceUnavailable
 from proxy.facts import ContainerInfo, ProjectFacts
 from proxy.permissions import Permissions
-from proxy.query import DoraQuery, QueryItems, parse_query, validate_query
+from proxy.query import DoraQuery, QueryItems, UncheckedQuery, parse_query, validate_query
 from proxy.recent import RecentAnswers
 from proxy.single_flight import SingleFlight, StorageLock
 from proxy.telemetry.prometheus import Telemetry
@@ -105,6 +105,18 @@ class Answer:
         again = Answer(self.body, "recent", self.max_age)
         again.__dict__["etag"] = self.etag
         return again
+
+
+@dataclass(frozen=True, slots=True)
+class CountedFacts:
+    """What the extension endpoints explain: the container, the valid query, every project's
+    facts for the window (all four metrics' needs) and each project's full path."""
+
+    info: ContainerInfo
+    query: DoraQuery
+    facts: list[ProjectFacts]
+    paths: dict[int, str]
+    web_base: str  # GitLab's base URL, for links
 
 
 @dataclass(frozen=True, slots=True)
@@ -299,6 +311,56 @@ class DoraService:
         for key in keys:
             await self.storage.incr(key)
         self.recent.clear()  # again: an answer remembered meanwhile may predate the bump
+
+    async def checked(
+        self,
+        container: str,
+        id_or_path: str,
+        credential: Credential | None,
+        unchecked: UncheckedQuery,
+    ) -> tuple[ContainerInfo, DoraQuery]:
+        """The extension endpoints' first steps (proxy/web/extensions.py): the same permission
+        check, then validation, as `metrics`."""
+        session = self.upstream.session(credential)
+        info = await self.permissions.authorize(session, credential, container, id_or_path)
+        return info, validate_query(unchecked)
+
+    async def extension_key(
+        self, kind: str, container: str, info: ContainerInfo, query: DoraQuery
+    ) -> tuple[str, float]:
+        """Cache key and lifetime of an extension answer: the DORA answer's own (webhook
+        generation included), suffixed with the endpoint's kind."""
+        key, _ = await self._answer_keys(container, info, query)
+        ttl = self.policy.ttl_past if query.end_date < self.today() else self.policy.ttl_current
+        return f"{key}|{kind}", ttl
+
+    async def counted_facts(
+        self,
+        container: str,
+        info: ContainerInfo,
+        query: DoraQuery,
+        credential: Credential | None,
+    ) -> CountedFacts:
+        """Every fact of the window for all four metrics, from the same collector and facts
+        caches as `metrics`; call only after `checked` allowed the caller."""
+        session = self.upstream.session(credential)
+        tiers = query.environment_tiers
+        need = Need(merge_requests=True, incidents="production" in tiers, tiers=frozenset(tiers))
+        if container == "project":
+            facts = [
+                await self.collector.project_facts(
+                    session, info.id, query.start_date, query.end_date, need
+                )
+            ]
+            return CountedFacts(
+                info, query, facts, {info.id: info.full_path}, self.upstream.base_url
+            )
+        projects = await self.collector.group_projects(session, info)
+        facts = await self.collector.group_facts(
+            session, info, projects, query.start_date, query.end_date, need
+        )
+        paths = {p.id: p.full_path for p in projects}
+        return CountedFacts(info, query, facts, paths, self.upstream.base_url)
 
     async def _compute_and_store(
         self,

@@ -159,6 +159,15 @@ def _server_secret(value: str) -> str:
     return value
 
 
+def _export_targets(value: str) -> str:
+    """`project:PATH,group:PATH,...`; each item a kind and a non-empty id or full path."""
+    for item in value.split(","):
+        kind, _, path = item.strip().partition(":")
+        if kind not in ("project", "group") or not path.strip():
+            raise ValueError(f"expected project:PATH or group:PATH items, got {item.strip()!r}")
+    return value
+
+
 # --- masking for repr and logs ---
 
 
@@ -286,6 +295,29 @@ class Settings:
         "start and stored with mode 0600 in cache_dir.",
         check=_optional(_server_secret),
         secret=True,
+    )
+    dora_levels_file: Path | None = _row(
+        None,
+        "JSON file of DORA performance level thresholds (same shape as the shipped "
+        "proxy/data/dora_levels.json); unset means DORA's 2023 clusters.",
+    )
+    export: str | None = _row(
+        None,
+        "Containers whose DORA values /metrics exports as gauges: project:PATH,group:PATH,... "
+        "(unset turns the export off).",
+        check=_optional(_export_targets),
+    )
+    export_token: str | None = _row(
+        None,
+        "Token the export reads GitLab with (Reporter on every exported container).",
+        check=_optional(_not_empty),
+        secret=True,
+    )
+    export_window_days: int = _row(
+        30, "Days the exported values cover, ending today.", check=_between(1, 180)
+    )
+    export_interval: float = _row(
+        300.0, "Seconds between two background refreshes of the exported values.", check=_positive
     )
     log_level: str = _row(
         "info",

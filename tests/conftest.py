@@ -36,7 +36,7 @@ BACKEND_ENV = "DORA_PROXY_TEST_BACKEND"
 TEST_BACKEND = os.environ.get(BACKEND_ENV, "disk")
 if TEST_BACKEND not in ("disk", "redis"):
     raise pytest.UsageError(f"{BACKEND_ENV} must be disk or redis, not {TEST_BACKEND!r}")
-KEPT_VARIABLES = ("DORA_PROXY_REQUIRE_REDIS", BACKEND_ENV)
+KEPT_VARIABLES = ("DORA_PROXY_REQUIRE_REDIS", "DORA_PROXY_REQUIRE_BROWSER", BACKEND_ENV)
 
 
 def pytest_report_header() -> str:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import unquote
 
+from proxy.demo import admin_routes
+
 API_PREFIX = "/api/v4"
 
 DATA_KINDS = frozenset(
@@ -37,6 +39,7 @@ PATTERNS: tuple[tuple[tuple[str | None, ...], str], ...] = (
     (("groups", None, "members", "all", None), "group_members"),
     (("groups", None, "projects"), "group_projects"),
     (("groups", None, "issues"), "group_issues"),
+    *admin_routes.PATTERNS,  # /version and webhooks (admin_routes.py)
 )
 
 

@@ -68,6 +68,8 @@ def demo_banner(
         f"  curl -s -H 'PRIVATE-TOKEN: {tokens.get('demo-guest', reporter)}' "
         f"'{base}/api/v4/projects/{first_id}/dora/metrics?metric=deployment_frequency'",
         "",
+        f"Dashboard (token {reporter}): {base}/-/dashboard?group={group}",
+        "",
         "Ctrl-C stops both. The demo is not for production: its GitLab is made up.",
     ]
     return "\n".join(lines)

@@ -24,7 +24,7 @@ from urllib.parse import unquote
 
 from aiohttp import web
 
-from proxy.demo import access
+from proxy.demo import access, admin_routes
 from proxy.demo.faults import (
     STATUS_RESET,
     Call,
@@ -108,6 +108,7 @@ class FakeGitLab:
         self.app.router.add_route("*", "/{tail:.*}", self._handle)
         self._runner: web.AppRunner | None = None
         self.url: str | None = None  # set by start()
+        self.admin = admin_routes.AdminState()
         self._handlers: dict[str, Callable[[_Ctx, tuple[str, ...]], Any]] = {
             "user": self._user,
             "project": self._project,
@@ -189,7 +190,10 @@ class FakeGitLab:
                 )
 
         try:
-            response = self._dispatch(request, route, query, token)
+            if route is not None and route.kind in admin_routes.KINDS:
+                response = await admin_routes.dispatch(self, request, kind, route.args, token)
+            else:
+                response = self._dispatch(request, route, query, token)
         except Reply as reply:
             response = render(reply)
         if faults.pagination is not None and faults.matches(kind):

@@ -59,7 +59,7 @@ def configure_logging(level: str = "info", fmt: str = "auto") -> None:
         batched=not use_console,
         enabled=numeric <= logging.INFO,
     )
-    logging.basicConfig(level=max(numeric, logging.WARNING), stream=sys.stderr)
+    _route_library_records(use_console, max(numeric, logging.WARNING))
     # aiohttp's access log would print raw query strings (tokens); we log requests instead.
     logging.getLogger("aiohttp.access").disabled = True
     for name in ("aiohttp.server", "aiohttp.web"):
@@ -75,6 +75,34 @@ def configure_logging(level: str = "info", fmt: str = "auto") -> None:
         library.addHandler(LibraryHandler())
         library.propagate = False
         library.setLevel(max(numeric, logging.WARNING))
+
+
+def _route_library_records(use_console: bool, level: int) -> None:
+    """Libraries' stdlib records go to stderr: as JSON lines in JSON mode (a log pipeline must
+    parse every line), as text on a terminal. Like `basicConfig`, only when the root logger has
+    no handler yet (a test runner's own handlers stay)."""
+    root = logging.getLogger()
+    if root.handlers:
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    if not use_console:
+        handler.setFormatter(
+            structlog.stdlib.ProcessorFormatter(
+                foreign_pre_chain=[
+                    structlog.stdlib.add_logger_name,
+                    structlog.processors.add_log_level,
+                    structlog.processors.TimeStamper(fmt="iso", utc=True),
+                ],
+                processors=[
+                    structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                    _DICT_TRACEBACKS,
+                    redact,
+                    structlog.processors.JSONRenderer(),
+                ],
+            )
+        )
+    root.addHandler(handler)
+    root.setLevel(level)
 
 
 class _LibraryRecords(logging.Filter):

@@ -123,14 +123,24 @@ def deployments(items: Iterable[Json]) -> tuple[Deployment, ...]:
         if not finished:
             continue
         result.append(
-            Deployment(int(item["id"]), int(item["environment"]["id"]), parse_time(finished))
+            Deployment(
+                int(item["id"]),
+                int(item["environment"]["id"]),
+                parse_time(finished),
+                optional_int(deployable.get("id")),
+            )
         )
     return tuple(result)
 
 
 def merge_requests(items: Iterable[Json]) -> tuple[MergeRequest, ...]:
     return tuple(
-        MergeRequest(int(i["id"]), parse_time(i["merged_at"]) if i.get("merged_at") else None)
+        MergeRequest(
+            int(i["id"]),
+            parse_time(i["merged_at"]) if i.get("merged_at") else None,
+            optional_int(i.get("iid")),
+            optional_url(i.get("web_url")),
+        )
         for i in items
     )
 
@@ -152,8 +162,25 @@ def is_incident(item: Json) -> bool:
 def incident(item: Json) -> Incident:
     closed = item.get("closed_at") if item.get("state") == "closed" else None
     return Incident(
-        int(item["id"]), parse_time(item["created_at"]), parse_time(closed) if closed else None
+        int(item["id"]),
+        parse_time(item["created_at"]),
+        parse_time(closed) if closed else None,
+        optional_int(item.get("iid")),
+        optional_url(item.get("web_url")),
     )
+
+
+def optional_int(value: Any) -> int | None:
+    """An iid for people (the drill-down): kept when GitLab sent an integer, else None (never a
+    502: the arithmetic does not need it)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def optional_url(value: Any) -> str | None:
+    """A web_url for people: kept when it is an http(s) link, else None."""
+    if isinstance(value, str) and value.startswith(("http://", "https://")):
+        return value
+    return None
 
 
 def incidents(items: Iterable[Json]) -> tuple[Incident, ...]:

@@ -165,7 +165,7 @@ async def _serve(
         site = web.TCPSite(runner, host, port)
         await site.start()
         log.info(
-            "listening",
+            "connection_limits",
             host=host,
             port=port,
             max_connections=limits.cap,

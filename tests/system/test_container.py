@@ -174,3 +174,105 @@ def test_compose_load_balancer_config_names_both_replicas(compose: dict) -> None
         assert re.search(rf"server {re.escape(name)}:8080\b", config), name
         assert lb["depends_on"][name]["condition"] == "service_healthy"
     assert "$request_uri" not in config and "$args" not in config  # no query strings logged
+
+
+# ---- locked build and labels -------------------------------------------------------------------
+
+
+def test_dependencies_come_from_the_lock_file_with_hashes_and_the_project_without_deps() -> None:
+    builder = _instructions()[: len(_instructions()) - len(_final_stage())]
+    wheel_deps = next(
+        rest for word, rest in builder if word == "RUN" and "requirements.lock" in rest
+    )
+    assert "--require-hashes" in wheel_deps and "--no-deps" in wheel_deps
+    install = next(rest for word, rest in _final_stage() if word == "RUN" and "pip install" in rest)
+    first, _, second = install.partition("&&")
+    assert "--require-hashes" in first and "-r /wheels/requirements.lock" in first
+    assert "--no-deps" in second and "/wheels/project/" in second
+    assert "--no-index" in first and "--no-index" in second
+
+
+def test_image_carries_the_oci_labels() -> None:
+    labels = " ".join(rest for word, rest in _final_stage() if word == "LABEL")
+    for key in ("title", "version", "source", "licenses"):
+        assert f"org.opencontainers.image.{key}=" in labels, key
+    assert 'org.opencontainers.image.version="${VERSION}"' in labels
+    assert 'org.opencontainers.image.licenses="MIT"' in labels
+
+
+# ---- TLS in the load balancer ------------------------------------------------------------------
+
+
+def test_load_balancer_terminates_tls_with_the_mounted_certificate(compose: dict) -> None:
+    lb = compose["services"]["lb"]
+    mounts = dict(volume.split(":")[:2] for volume in lb["volumes"])
+    config = (COMPOSE.parent / "nginx.conf").read_text()
+    assert re.search(r"listen 8443 ssl;", config)
+    for directive in ("ssl_certificate", "ssl_certificate_key"):
+        path = re.search(rf"\b{directive} (\S+);", config).group(1)
+        directory, _, name = path.rpartition("/")
+        host_dir = next(host for host, inside in mounts.items() if inside == directory)
+        assert (COMPOSE.parent / host_dir).resolve() == ROOT / "deploy" / "tls", directive
+        assert name in ("tls.crt", "tls.key")
+    assert "ssl_protocols TLSv1.2 TLSv1.3;" in config
+    # Both listeners serve the same routes from one file, mounted where the include looks.
+    include = re.findall(r"include (\S+);", config)
+    assert len(include) == 2 and len(set(include)) == 1
+    host_file = next(host for host, inside in mounts.items() if inside == include[0])
+    locations = (COMPOSE.parent / host_file).read_text()
+    assert "proxy_pass http://dora_proxy;" in locations
+    assert "$request_uri" not in locations and "$args" not in locations
+    published = [str(port) for port in lb["ports"]]
+    assert any(p.endswith(":8443") for p in published)
+    plain = next(p for p in published if p.endswith(":8080"))
+    assert plain.startswith("127.0.0.1:"), plain  # plain HTTP only on the host itself
+
+
+def test_the_self_signed_script_makes_a_private_key_and_a_matching_certificate(
+    tmp_path: Path,
+) -> None:
+    if shutil.which("openssl") is None:
+        if _required():
+            pytest.fail("openssl not installed; .ci/run installs it")
+        pytest.skip("openssl not installed")
+    script = ROOT / "deploy" / "tls" / "make-self-signed.sh"
+    assert os.access(script, os.X_OK)
+    result = subprocess.run(
+        [str(script), str(tmp_path), "dora.test"], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    key, cert = tmp_path / "tls.key", tmp_path / "tls.crt"
+    assert key.stat().st_mode & 0o777 == 0o600
+    text = subprocess.run(
+        ["openssl", "x509", "-in", str(cert), "-noout", "-subject", "-ext", "subjectAltName"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    ).stdout
+    assert "CN=dora.test" in text.replace(" ", "") and "DNS:dora.test" in text
+    modulus = [
+        subprocess.run(
+            ["openssl", kind, "-in", str(path), "-noout", "-modulus"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        ).stdout
+        for kind, path in (("rsa", key), ("x509", cert))
+    ]
+    assert modulus[0] == modulus[1]  # the key belongs to the certificate
+
+
+def test_no_private_key_is_committed() -> None:
+    tracked = subprocess.run(
+        ["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, timeout=30, check=False
+    )
+    if tracked.returncode != 0:
+        pytest.skip("not a git checkout")
+    for name in tracked.stdout.splitlines():
+        assert not name.endswith((".key", ".pem", ".crt")), name
+        if name.startswith("deploy/"):
+            assert "PRIVATE KEY-----" not in (ROOT / name).read_text(errors="replace"), name
+    ignored = (ROOT / "deploy" / "tls" / ".gitignore").read_text().split()
+    assert "*.key" in ignored and "*.crt" in ignored

@@ -146,7 +146,7 @@ async def test_idle_sockets_beyond_a_low_soft_limit_do_not_take_the_proxy_down(
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=40)
     lines = log_lines(output)
-    listening = [json.loads(line) for line in lines if '"listening"' in line]
+    listening = [json.loads(line) for line in lines if '"connection_limits"' in line]
     assert listening and listening[0]["open_files"][0] > 1100, lines[:5]
     assert not [line for line in lines if "Traceback" in line]
 

@@ -177,9 +177,9 @@ async def test_a_full_disk_answers_uncached_never_500(start_stack, full_tmpfs: P
 
 def test_cache_commands_on_a_broken_cache_print_one_line_and_fail(tmp_path: Path) -> None:
     dead = f"redis://127.0.0.1:{free_port()}/0"
-    for command in ("stats", "clear"):
+    for command in (["stats"], ["clear", "--yes"]):
         done = subprocess.run(
-            [sys.executable, "-m", "proxy", "cache", command, "--cache-url", dead],
+            [sys.executable, "-m", "proxy", "cache", *command, "--cache-url", dead],
             capture_output=True,
             text=True,
             timeout=60,

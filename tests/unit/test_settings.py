@@ -521,4 +521,8 @@ def test_table_derived_names():
         int,
         8080,
     )
-    assert [s.name for s in SETTINGS if s.secret] == ["webhook_secret", "server_secret"]
+    assert [s.name for s in SETTINGS if s.secret] == [
+        "webhook_secret",
+        "server_secret",
+        "export_token",
+    ]

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import sys
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -102,18 +100,7 @@ async def test_warm_fills_the_cache_a_proxy_then_answers_from(
     assert fake.data_calls() == []  # every answer was already there
 
 
-async def test_warm_draws_a_progress_bar_on_a_terminal(fake, tmp_path, monkeypatch) -> None:
-    monkeypatch.setenv("DORA_PROXY_WARM_TOKEN", "tok-rita")
-    leader, follower = os.openpty()
-    with open(follower, "w", closefd=True) as terminal, open(leader, "rb", closefd=True) as screen:
-        monkeypatch.setattr(sys, "stderr", terminal)
-        assert await run_cli(*warm_args(fake, tmp_path / "cache", "--project", "20")) == 0
-        output = os.read(screen.fileno(), 1 << 16).decode()
-
-    assert output.count("\r[") == 12  # the bar is redrawn in place, once per answer
-    assert "\r[##-" in output and "] 1/12 project 20 deployment_frequency all " in output
-    assert f"\r[{'#' * 30}] 12/12 project 20 change_failure_rate daily" in output
-    assert output.endswith("\r\n") or output.endswith("\n")  # one newline, after the last
+# The progress bar on a terminal: tests/system/test_cli_terminal.py (a pseudo-terminal).
 
 
 async def test_warm_reports_failures_and_exits_1(fake, tmp_path, monkeypatch, capsys) -> None:
@@ -167,7 +154,7 @@ async def test_stats_and_clear(start_stack, fake, tmp_path, monkeypatch, capsys)
     assert stats["backend"] == "disk"
     assert stats["entries"] > 12  # 12 answers, their stale copies, the facts of each day
 
-    assert await run_cli("cache", "clear", "--cache-dir", str(cache_dir)) == 0
+    assert await run_cli("cache", "clear", "--yes", "--cache-dir", str(cache_dir)) == 0
     assert json.loads(capsys.readouterr().out) == {"removed": stats["entries"]}
     assert await run_cli("cache", "stats", "--cache-dir", str(cache_dir)) == 0
     assert json.loads(capsys.readouterr().out)["entries"] == 0
