@@ -343,13 +343,13 @@ class Settings:
     max_computations: int = _row(
         200,
         "Most cold answers computed at once, all sharing the upstream pool (identical requests "
-        "share one); past it a request needing a new one answers 503 with Retry-After at once.",
+        "share one); past it a request needing a new one answers 503 at once, asking to retry.",
         check=_at_least(1),
     )
     permission_queue_limit: int = _row(
         100,
-        "Most permission-check calls waiting for a worker of their pool; past it new checks "
-        "answer 503 with Retry-After at once.",
+        "Most calls of permission checks waiting for a worker of their pool; past it new "
+        "checks answer 503 at once, asking to retry.",
         check=_at_least(0),
     )
     permission_concurrency: int = _row(
@@ -361,7 +361,7 @@ class Settings:
     client_check_limit: int = _row(
         8,
         "Most uncached permission checks one client address may have in flight; up to "
-        "client_check_queue more wait their turn, further ones answer 429 with Retry-After "
+        "client_check_queue more wait their turn, further ones answer 429, asking to retry "
         "(0 turns the limit off; behind a reverse proxy every client shares its address).",
         check=_at_least(0),
     )
@@ -378,14 +378,14 @@ class Settings:
     )
     max_connections: int = _row(
         1000,
-        "Most client connections open at once (also kept below the open-files limit); more "
+        "Most client connections open at once (also kept below the limit of open files); more "
         "are closed as they arrive.",
         check=_at_least(1),
     )
     max_client_connections: int = _row(
         0,
         "Most client connections open at once from one peer address; more are closed as they "
-        "arrive (0: no per-address cap; behind a reverse proxy every client shares its address).",
+        "arrive (0: no cap by address; behind a reverse proxy every client shares its address).",
         check=_at_least(0),
     )
     cache_timeout: float = _row(

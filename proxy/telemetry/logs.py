@@ -66,15 +66,6 @@ def configure_logging(level: str = "info", fmt: str = "auto") -> None:
         library = logging.getLogger(name)
         if not any(isinstance(f, _LibraryRecords) for f in library.filters):
             library.addFilter(_LibraryRecords())
-    # asyncio's and aiohttp's own records (accept() failing for lack of descriptors, a
-    # connection reset mid-response...) become one JSON line each, rate-limited: with file
-    # descriptors exhausted asyncio logs a traceback per accept attempt, hundreds of MB.
-    for name in LIBRARY_LOGGERS:
-        library = logging.getLogger(name)
-        library.handlers = [h for h in library.handlers if not isinstance(h, LibraryHandler)]
-        library.addHandler(LibraryHandler())
-        library.propagate = False
-        library.setLevel(max(numeric, logging.WARNING))
 
 
 def _route_library_records(use_console: bool, level: int) -> None:
@@ -85,6 +76,9 @@ def _route_library_records(use_console: bool, level: int) -> None:
     if root.handlers:
         return
     handler = logging.StreamHandler(sys.stderr)
+    # With file descriptors exhausted asyncio logs a record per accept() attempt (hundreds of
+    # MB of tracebacks): records are rate-limited per logger and message.
+    handler.addFilter(RateLimitedRecords())
     if not use_console:
         handler.setFormatter(
             structlog.stdlib.ProcessorFormatter(
@@ -127,57 +121,38 @@ class _LibraryRecords(logging.Filter):
 
 
 _http_log = structlog.get_logger("proxy.http")
-_library_log = structlog.get_logger("proxy.library")
-
-LIBRARY_LOGGERS = ("asyncio", "aiohttp")
-LIBRARY_LINES_PER_INTERVAL = 10  # lines per logger and message, per interval
+LIBRARY_LINES_PER_INTERVAL = 10  # records per logger and message, per interval
 LIBRARY_INTERVAL = 60.0  # seconds
 
 
-class LibraryHandler(logging.Handler):
-    """A library's log record as one structured line (`event: "library_log"`): the logger, the
-    level, the message and the exception's type and message, never a multi-line traceback.
-
-    At most `LIBRARY_LINES_PER_INTERVAL` lines per logger and message per `LIBRARY_INTERVAL`
-    seconds; the next line that gets through says how many were dropped.
-    """
+class RateLimitedRecords(logging.Filter):
+    """At most `LIBRARY_LINES_PER_INTERVAL` records per logger and message (its first 80
+    characters) per `LIBRARY_INTERVAL` seconds; the first record let through after drops says
+    how many were dropped."""
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         super().__init__()
         self._clock = clock
-        self._windows: dict[tuple[str, str], list[float]] = {}  # [start, lines, dropped]
+        self._windows: dict[tuple[str, str], list[float]] = {}  # [start, passed, dropped]
 
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            message = redacted_value(record.getMessage())
-            key = (record.name, message[:80])
-            now = self._clock()
-            window = self._windows.get(key)
-            if window is None or now - window[0] >= LIBRARY_INTERVAL:
-                if len(self._windows) > 1000:
-                    self._windows.clear()
-                dropped = int(window[2]) if window is not None else 0
-                window = self._windows[key] = [now, 0, 0]
-            else:
-                dropped = 0
-            if window[1] >= LIBRARY_LINES_PER_INTERVAL:
-                window[2] += 1
-                return
-            window[1] += 1
-            fields: dict[str, Any] = {"logger": record.name, "message": message[:500]}
-            if record.exc_info and record.exc_info[1] is not None:
-                exc = record.exc_info[1]
-                fields["error"] = redacted_value(f"{type(exc).__name__}: {exc}")[:500]
-            if dropped:
-                fields["dropped_since_last"] = dropped
-            level = record.levelname.lower()
-            log = getattr(_library_log, level if level in _LEVELS else "warning")
-            log("library_log", **fields)
-        except Exception:  # a log line must never take the process down
-            self.handleError(record)
-
-
-_LEVELS = {"debug", "info", "warning", "error", "critical"}
+    def filter(self, record: logging.LogRecord) -> bool:
+        key = (record.name, str(record.msg)[:80])
+        now = self._clock()
+        window = self._windows.get(key)
+        dropped = 0
+        if window is None or now - window[0] >= LIBRARY_INTERVAL:
+            if len(self._windows) > 1000:
+                self._windows.clear()
+            dropped = int(window[2]) if window is not None else 0
+            window = self._windows[key] = [now, 0, 0]
+        if window[1] >= LIBRARY_LINES_PER_INTERVAL:
+            window[2] += 1
+            return False
+        window[1] += 1
+        if dropped:
+            record.msg = f"{record.getMessage()} ({dropped} similar records dropped)"
+            record.args = None
+        return True
 
 
 _DICT_TRACEBACKS = structlog.processors.ExceptionRenderer(

@@ -244,3 +244,29 @@ def test_demo_removes_its_temporary_directory_when_stopped(tmp_path: Path, signu
             process.kill()
             process.wait()
     assert list(temp.glob("dora-proxy-demo-*")) == []
+
+
+def test_library_records_are_rate_limited(tmp_path: Path) -> None:
+    """asyncio logging the same error with a traceback a thousand times (accept() without
+    descriptors) writes at most ten JSON lines, each one line."""
+    code = (
+        "import logging\n"
+        "from proxy.telemetry.logs import configure_logging\n"
+        "configure_logging('info', 'json')\n"
+        "for _ in range(1000):\n"
+        "    try:\n"
+        "        raise OSError(24, 'Too many open files')\n"
+        "    except OSError:\n"
+        "        logging.getLogger('asyncio').exception('socket.accept() out of system resource')\n"
+        "logging.getLogger('aiohttp.server').warning('another message')\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DORA_PROXY_")}
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env
+    )
+    assert done.returncode == 0, done.stderr
+    lines = [json.loads(line) for line in (done.stdout + done.stderr).splitlines() if line]
+    accept = [e for e in lines if e["event"].startswith("socket.accept()")]
+    assert len(accept) == 10
+    assert all(e["logger"] == "asyncio" and "OSError" in json.dumps(e) for e in accept)
+    assert [e["event"] for e in lines][-1] == "another message"
