@@ -33,6 +33,7 @@ log = structlog.get_logger("proxy.connections")
 
 RESERVED_FILES = 128  # descriptors kept for the cache, the upstream pool, logs and the loop
 MIN_CONNECTIONS = 16
+BACKLOG = 1024
 _LOG_EVERY = 10.0  # seconds between two "connections refused" lines
 
 
@@ -162,7 +163,9 @@ async def _serve(
     await runner.setup()
     try:
         limits.install(runner.server)  # type: ignore[arg-type]
-        site = web.TCPSite(runner, host, port)
+        # A deeper accept queue than aiohttp's 128: a burst of connections waits for the loop
+        # instead of being dropped by the kernel.
+        site = web.TCPSite(runner, host, port, backlog=BACKLOG)
         await site.start()
         log.info(
             "connection_limits",
