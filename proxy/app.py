@@ -25,7 +25,16 @@ from proxy.telemetry import dora_export
 from proxy.telemetry.access_log import REQUEST_LOG
 from proxy.telemetry.prometheus import TELEMETRY, Telemetry
 from proxy.upstream import Upstream
-from proxy.web import dashboard, extensions, handlers, openapi, probes, webhooks
+from proxy.web import (
+    dashboard,
+    extensions,
+    graphql,
+    handlers,
+    openapi,
+    passthrough,
+    probes,
+    webhooks,
+)
 from proxy.web.probes import (
     READINESS,
     READINESS_TIMEOUT,
@@ -189,6 +198,8 @@ def create_app(
     dora_export.setup(app, settings, handlers.SERVICE)  # after `resources`: needs the service
     for name, path in API_ROUTES:
         add_route(app, "GET", path, handlers.dora_metrics, name)
+    add_route(app, "GET", graphql.PATH, graphql.graphql_endpoint, "graphql")
+    add_route(app, "POST", graphql.PATH, graphql.graphql_endpoint, "graphql")
     add_route(app, "GET", "/-/health", probes.health, "health")
     add_route(app, "GET", "/-/readiness", probes.readiness, "readiness")
     add_route(app, "GET", "/-/liveness", probes.liveness, "liveness")
@@ -197,5 +208,7 @@ def create_app(
     webhooks.setup(app, settings.webhook_secret)
     extensions.setup(app, load_levels(settings.dora_levels_file))
     dashboard.setup(app)
-    add_unrouted(app)  # last: the router tries it after every other route
+    forwarding = passthrough.setup(app, settings)
+    # last: the router tries it after every other route
+    add_unrouted(app, passthrough.handle if forwarding else None)
     return app

@@ -281,6 +281,19 @@ class Settings:
     stale_on_error: bool = _row(
         True, "Serve an expired cached answer when the upstream fails, rather than an error."
     )
+    pass_through: str = _row(
+        "all",
+        "Requests under /api/v4/ other than the DORA routes, and GraphQL documents that are not "
+        "only DORA: all (forwarded to upstream_url), read-only (GET and HEAD only, others 405) "
+        "or off (404).",
+        check=_one_of("all", "read-only", "off"),
+    )
+    public_url: str | None = _row(
+        None,
+        "The proxy's own base URL as clients reach it (e.g. https://dora.example.com); "
+        "upstream Link and Location headers are rewritten to it. Unset: taken from each request.",
+        check=_optional(_http_url),
+    )
     webhook_secret: str | None = _row(
         None,
         "Secret GitLab webhooks send in X-Gitlab-Token (cache invalidation); unset turns the "

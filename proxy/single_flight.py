@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+from proxy.cache import keys
 from proxy.cache.base import Storage, StorageError
 
 T = TypeVar("T")
@@ -97,7 +98,7 @@ class StorageLock:
         self.on_outcome = on_outcome
 
     async def run(self, key: str, work: Callable[[], Awaitable[bytes]]) -> bytes:
-        lock_key = f"{key}|lock"
+        lock_key = keys.lock_key(key)
         token = uuid.uuid4().hex.encode()
         loop = asyncio.get_running_loop()
         give_up_at = loop.time() + self.ttl + _LOCK_MARGIN

@@ -7,7 +7,7 @@ from proxy.demo.world import GUEST, REPORTER, Group, Member, Project, User, Worl
 
 
 def find_project(world: World, ref: str) -> Project | None:
-    if ref.isdigit():
+    if ref.isascii() and ref.isdigit():  # "¹" is a digit to str.isdigit, not to int()
         return world.projects.get(int(ref))
     lowered = ref.lower()
     for project in world.projects.values():
@@ -17,7 +17,7 @@ def find_project(world: World, ref: str) -> Project | None:
 
 
 def find_group(world: World, ref: str) -> Group | None:
-    if ref.isdigit():
+    if ref.isascii() and ref.isdigit():  # "¹" is a digit to str.isdigit, not to int()
         return world.groups.get(int(ref))
     lowered = ref.lower()
     for group in world.groups.values():

@@ -105,6 +105,10 @@ class FakeGitLab:
         self.faults = Faults()
         self.calls: list[Call] = []
         self.app = web.Application()
+        from proxy.demo import graphql_routes, passthrough_routes  # (they import this module)
+
+        graphql_routes.register(self)  # before the catch-all below, which would take them
+        passthrough_routes.register(self)
         self.app.router.add_route("*", "/{tail:.*}", self._handle)
         self._runner: web.AppRunner | None = None
         self.url: str | None = None  # set by start()

@@ -122,20 +122,56 @@ def add_route(app: web.Application, method: str, path: str, handler: Handler, na
         app.router.add_route(method, path, observed(handler, name, app[TELEMETRY]), name=name)
 
 
-def add_unrouted(app: web.Application) -> None:
-    """Register the catch-all last: JSON 404, or 405 when another route has the path."""
+def add_unrouted(app: web.Application, forward: Handler | None = None) -> None:
+    """Register the catch-all last: JSON 404, or 405 when another route has the path.
+
+    With `forward` (the pass-through), a path under /api/v4/ that no route has under any
+    method goes there instead (observed as route "passthrough")."""
     resource = Unrouted()
     app.router.register_resource(resource)
-    resource.add_route("*", observed(not_routed, UNMATCHED, app[TELEMETRY]))
+    refuse = observed(not_routed, UNMATCHED, app[TELEMETRY])
+    if forward is None:
+        resource.add_route("*", refuse)
+        return
+    passed = observed(forward, PASSTHROUGH_ROUTE, app[TELEMETRY])
+    api_routes: list[web.AbstractResource] = []  # the routes under /api/v4/, once frozen
+
+    async def unrouted(request: web.Request) -> web.StreamResponse:
+        if request.path.startswith(API_PREFIX):
+            if not api_routes:
+                api_routes.extend(
+                    r
+                    for r in request.app.router.resources()
+                    if not isinstance(r, Unrouted) and r.canonical.startswith(API_PREFIX)
+                )
+            # Only a route under /api/v4/ can own this path (a 405 rather than forwarding).
+            for resource in api_routes:
+                if (await resource.resolve(request))[1]:
+                    return await refuse(request)
+            return await passed(request)
+        return await refuse(request)
+
+    unrouted.observed = True  # type: ignore[attr-defined]  # both branches are
+    resource.add_route("*", unrouted)
+
+
+PASSTHROUGH_ROUTE = "passthrough"
+API_PREFIX = "/api/v4/"
+
+
+async def _allowed_methods(request: web.Request) -> set[str]:
+    """The methods other routes accept for this path (empty: no route has it)."""
+    allowed: set[str] = set()
+    for resource in request.app.router.resources():
+        if not isinstance(resource, Unrouted):
+            allowed |= (await resource.resolve(request))[1]
+    return allowed
 
 
 async def not_routed(request: web.Request) -> web.Response:
     """GitLab's catch-all bodies under /api/v4; the same JSON elsewhere (clients of the proxy
     parse JSON, and an unknown path is no reason to answer text)."""
-    allowed: set[str] = set()
-    for resource in request.app.router.resources():
-        if not isinstance(resource, Unrouted):
-            allowed |= (await resource.resolve(request))[1]
+    allowed = await _allowed_methods(request)
     if not allowed:
         return json_error(404, {"error": "404 Not Found"})
     methods = "GET, HEAD" if request.path.startswith("/api/v4/") else ", ".join(sorted(allowed))

@@ -153,7 +153,8 @@ async def test_random_query_strings(start_stack) -> None:
 
 
 async def test_random_path_ids(start_stack) -> None:
-    stack = await start_stack(s6_world(), now=NOW, upstream_max_retries=0)
+    # pass-through off: an id that makes another /api/v4/ path would otherwise get GitLab's answer
+    stack = await start_stack(s6_world(), now=NOW, upstream_max_retries=0, pass_through="off")
     ids = st.one_of(
         st.sampled_from(
             ["62", "s6/sub/app", "S6/SUB/APP", "..", ".", "...", "62#x", "62?x", "%2e%2e", "0"]
