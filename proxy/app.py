@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from proxy.cache import Storage, open_storage
+from proxy.cache.guarded import GuardedStorage, warn_if_cache_exceeds_free_space
 from proxy.cache.keys import CacheKeys, namespace_for
 from proxy.clock import Clock, utc_now
 from proxy.collect import FactsCollector, FactsPolicy
@@ -34,7 +35,13 @@ from proxy.web import (
     probes,
     webhooks,
 )
-from proxy.web.probes import READINESS, READINESS_TIMEOUT, Readiness
+from proxy.web.probes import (
+    READINESS,
+    READINESS_TIMEOUT,
+    Readiness,
+    UpstreamHealth,
+    upstream_up_gauge,
+)
 from proxy.web.routing import add_route, add_unrouted
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -82,7 +89,12 @@ def build_service(
     """Every long-lived resource of the proxy, wired together (also used by `cache warm`,
     a `batch` job: its requests have no deadline)."""
     telemetry = telemetry or Telemetry()
-    storage = open_settings_storage(settings, redis_namespace=redis_namespace)
+    storage = GuardedStorage(
+        open_settings_storage(settings, redis_namespace=redis_namespace),
+        timeout=settings.cache_timeout,
+    )
+    if not settings.cache_url:
+        warn_if_cache_exceeds_free_space(settings.cache_dir, settings.cache_size_limit)
     upstream = Upstream(
         settings.upstream_url or "",
         timeout=settings.upstream_timeout,
@@ -90,6 +102,10 @@ def build_service(
         max_retries=settings.upstream_max_retries,
         rate_limit_max_wait=settings.rate_limit_max_wait,
         observer=telemetry.upstream_call,
+        max_pages=settings.upstream_max_pages,
+        max_items=settings.upstream_max_items,
+        queue_limit=settings.permission_queue_limit,
+        check_concurrency=settings.permission_concurrency,
     )
     namespace = namespace_for(settings.upstream_url or "", settings.time_zone)
     secret = load_server_secret(settings.server_secret, settings.cache_dir)
@@ -109,7 +125,12 @@ def build_service(
     )
     return DoraService(
         upstream=upstream,
-        permissions=Permissions(secret, settings.permission_ttl),
+        permissions=Permissions(
+            secret,
+            settings.permission_ttl,
+            settings.client_check_limit,
+            settings.client_check_queue,
+        ),
         collector=collector,
         storage=storage,
         policy=AnswerPolicy(
@@ -123,6 +144,7 @@ def build_service(
         clock=clock,
         telemetry=telemetry,
         recent_ttl=settings.recent_answer_ttl,
+        max_computations=settings.max_computations,
         # Replicas (or processes on one disk cache) compute a cold answer once; a holder that
         # died frees the lock within one short lease.
         replica_lock=StorageLock(
@@ -141,7 +163,15 @@ def create_app(
     `redis_namespace` keeps proxies that share one Redis apart (default: they share)."""
     telemetry = Telemetry()
     app = web.Application(
-        handler_args={"max_line_size": MAX_LINE_SIZE, "max_field_size": MAX_FIELD_SIZE},
+        handler_args={
+            "max_line_size": MAX_LINE_SIZE,
+            "max_field_size": MAX_FIELD_SIZE,
+            # A client that disconnects cancels its handler (aiohttp >= 3.9 keeps it running
+            # by default), so its share of a computation is released at once.
+            "handler_cancellation": True,
+            # A connection that sends no request (first or next) is closed after this long.
+            "keepalive_timeout": settings.idle_connection_timeout,
+        },
     )
     app[SETTINGS] = settings
     app[TELEMETRY] = telemetry
@@ -151,16 +181,27 @@ def create_app(
             settings, clock, telemetry=telemetry, redis_namespace=redis_namespace
         )
         app[STORAGE] = service.storage
+        timeout = min(settings.upstream_timeout, READINESS_TIMEOUT)
+        upstream_health = UpstreamHealth(
+            settings.upstream_url or "", timeout, upstream_up_gauge(telemetry)
+        )
+        observer = service.upstream.observer
+
+        def observe(kind: str, status: str, seconds: float) -> None:
+            if observer is not None:
+                observer(kind, status, seconds)
+            upstream_health.observe(kind, status, seconds)
+
+        service.upstream.observer = observe
         app[READINESS] = Readiness(
-            settings.upstream_url or "",
-            service.storage,
-            min(settings.upstream_timeout, READINESS_TIMEOUT),
+            service.storage, timeout, upstream_health, service.upstream.saturated
         )
         app[UPSTREAM] = service.upstream
         app[handlers.SERVICE] = service
         try:
             yield
         finally:
+            await upstream_health.close()
             await service.close()
             REQUEST_LOG.flush()
 

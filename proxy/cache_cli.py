@@ -27,10 +27,19 @@ from proxy.settings import ConfigError, Settings
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    if args.cache_command == "stats":
-        return asyncio.run(_stats(settings))
-    if args.cache_command == "clear":
-        return asyncio.run(_clear(settings, yes=args.yes))
+    from proxy.cache.base import StorageError
+
+    try:
+        if args.cache_command == "stats":
+            return asyncio.run(_stats(settings))
+        if args.cache_command == "clear":
+            return asyncio.run(_clear(settings, yes=args.yes))
+    except (StorageError, OSError) as exc:
+        # A broken cache is exactly when these are run: one line and a non-zero status (each
+        # backend bounds its own waits: Redis's socket timeout, SQLite's busy timeout).
+        reason = str(exc) or type(exc).__name__
+        print(f"dora-proxy: cache error: {reason}".splitlines()[0], file=sys.stderr)
+        return 1
     token = os.environ.get(args.token_env, "")
     if not token:
         raise ConfigError(f"{args.token_env}: required by cache warm (a token that can read them)")

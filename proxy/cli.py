@@ -13,8 +13,6 @@ import tempfile
 from collections.abc import Sequence
 from typing import Any
 
-from aiohttp import web
-
 from proxy import __version__
 from proxy.settings import SETTINGS, ConfigError, Setting, Settings, load_settings
 
@@ -172,6 +170,7 @@ def serve(settings: Settings) -> int:
     """Serve until SIGTERM/SIGINT; in-flight requests drain before exit."""
     from proxy.app import create_app
     from proxy.cache.base import StorageError
+    from proxy.web.connections import serve as serve_app
 
     _prepare(settings)
     import structlog
@@ -180,14 +179,16 @@ def serve(settings: Settings) -> int:
     url = f"http://{settings.host}:{settings.port}"
     try:
         app = create_app(settings)
-        web.run_app(
+        # web.run_app, plus the open-files limit raised and a cap on client connections.
+        serve_app(
             app,
             host=settings.host,
             port=settings.port,
-            # aiohttp's plain-text banner, as one structured event (JSON with --log-format json).
-            print=lambda _banner: log.info("listening", url=url, version=__version__),
-            access_log=None,
+            max_connections=settings.max_connections,
+            max_client_connections=settings.max_client_connections,
             shutdown_timeout=SHUTDOWN_TIMEOUT,
+            # aiohttp's plain-text banner, as one structured event (JSON with --log-format json).
+            announce=lambda _banner: log.info("listening", url=url, version=__version__),
         )
     except StorageError as exc:
         print(f"dora-proxy: cache error: {exc}", file=sys.stderr)

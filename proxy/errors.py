@@ -7,7 +7,8 @@
      ├── NotFound                404  unknown/invisible container, unknown route
      ├── MethodNotAllowed        405
      ├── BadGateway              502  upstream down or answering nonsense
-     ├── ServiceUnavailable      503  upstream rate limit beyond our cap (+ Retry-After)
+     ├── TooManyRequests         429  one client's permission checks beyond its cap (+ Retry-After)
+     ├── ServiceUnavailable      503  upstream rate limit beyond our cap, queue full (+ Retry-After)
      └── GatewayTimeout          504  overall deadline exceeded
 
 Raise anywhere; `observe.observed` renders them. Messages are case-exact constants copied from
@@ -96,6 +97,19 @@ class ServiceUnavailable(ProxyError):
     def __init__(self, retry_after: int, detail: str | None = None) -> None:
         super().__init__(
             {"message": "503 Service Unavailable"},
+            {"Retry-After": str(max(1, int(retry_after)))},
+            detail=detail,
+        )
+
+
+class TooManyRequests(ProxyError):
+    """One client has too many uncached permission checks in flight (+ Retry-After)."""
+
+    status = 429
+
+    def __init__(self, retry_after: int, detail: str | None = None) -> None:
+        super().__init__(
+            {"message": "429 Too Many Requests"},
             {"Retry-After": str(max(1, int(retry_after)))},
             detail=detail,
         )

@@ -11,8 +11,10 @@ cached answer is only ever shared between callers who each proved access.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from proxy.credentials import Credential, caller_key, could_be_a_token, mac_key
@@ -22,6 +24,7 @@ from proxy.errors import (
     BadGateway,
     NotFound,
     ProxyError,
+    TooManyRequests,
     Unauthorized,
     UpstreamRejected,
 )
@@ -30,6 +33,7 @@ from proxy.single_flight import SingleFlight
 from proxy.upstream import UpstreamSession, UpstreamStatus
 
 REPORTER = 20
+WAITING_PER_CLIENT = 256  # checks of one client address waiting for a turn (default)
 _MAX_ENTRIES = 50_000
 
 
@@ -48,15 +52,27 @@ class DecisionCache:
         self._entries: dict[tuple[str, ...], _Entry] = {}
 
     def get(self, key: tuple[str, ...]) -> ContainerInfo | UserInfo | ProxyError | None:
+        entry = self.entry(key)
+        return None if entry is None else entry.value
+
+    def entry(self, key: tuple[str, ...]) -> _Entry | None:
+        """The live entry (value and expiry), or None."""
         entry = self._entries.get(key)
         if entry is None:
             return None
         if entry.expires <= self._clock():
             del self._entries[key]
             return None
-        return entry.value
+        return entry
 
-    def put(self, key: tuple[str, ...], value: ContainerInfo | UserInfo | ProxyError) -> None:
+    def put(
+        self,
+        key: tuple[str, ...],
+        value: ContainerInfo | UserInfo | ProxyError,
+        not_after: float | None = None,
+    ) -> None:
+        """Keep `value` for `ttl` seconds, and never past `not_after` (a decision made from a
+        cached user record must not outlive that record)."""
         if self.ttl <= 0:
             return
         if len(self._entries) >= _MAX_ENTRIES:
@@ -64,17 +80,75 @@ class DecisionCache:
             self._entries = {k: e for k, e in self._entries.items() if e.expires > now}
             if len(self._entries) >= _MAX_ENTRIES:
                 self._entries.clear()
-        self._entries[key] = _Entry(self._clock() + self.ttl, value)
+        expires = self._clock() + self.ttl
+        if not_after is not None:
+            expires = min(expires, not_after)
+        self._entries[key] = _Entry(expires, value)
 
     def clear(self) -> None:
         self._entries.clear()
 
 
+class ClientGate:
+    """At most `limit` uncached permission checks in flight per client address (0: no limit),
+    and at most `WAITING_PER_CLIENT` more waiting for their turn; past that, 429 at once.
+
+    Each check of an unknown token costs upstream calls; a flood of random tokens from one
+    address waits its turn behind its own checks (and is refused past the waiting room)
+    instead of filling the permission pool that every other caller's first check shares.
+    """
+
+    def __init__(self, limit: int, waiting: int = WAITING_PER_CLIENT) -> None:
+        self.limit = limit
+        self.waiting = waiting
+        self._clients: dict[str, _ClientTurns] = {}
+        self.refused = 0
+
+    @contextlib.asynccontextmanager
+    async def enter(self, client: str | None) -> AsyncIterator[None]:
+        if not self.limit or client is None:
+            yield
+            return
+        turns = self._clients.get(client)
+        if turns is None:
+            turns = self._clients[client] = _ClientTurns(asyncio.Semaphore(self.limit))
+        if turns.semaphore.locked() and turns.waiting >= self.waiting:
+            self.refused += 1
+            raise TooManyRequests(
+                1, detail=f"over {self.limit + self.waiting} permission checks from one client"
+            )
+        turns.users += 1
+        turns.waiting += 1
+        try:
+            try:
+                await turns.semaphore.acquire()
+            finally:
+                turns.waiting -= 1
+            try:
+                yield
+            finally:
+                turns.semaphore.release()
+        finally:
+            turns.users -= 1
+            if turns.users == 0:
+                self._clients.pop(client, None)
+
+
+@dataclass(slots=True)
+class _ClientTurns:
+    semaphore: asyncio.Semaphore
+    users: int = 0  # checks in flight or waiting
+    waiting: int = 0
+
+
 class Permissions:
-    def __init__(self, secret: bytes, ttl: float) -> None:
+    def __init__(
+        self, secret: bytes, ttl: float, client_limit: int = 0, client_queue: int = 256
+    ) -> None:
         self.secret = mac_key(secret)
         self.cache = DecisionCache(ttl)
         self.flights = SingleFlight()
+        self.gate = ClientGate(client_limit, client_queue)
 
     def caller_key(self, credential: Credential | None) -> str:
         return caller_key(self.secret, credential)
@@ -85,10 +159,12 @@ class Permissions:
         credential: Credential | None,
         container: str,
         id_or_path: str,
+        client: str | None = None,
     ) -> ContainerInfo:
         """The container if the caller may read its DORA metrics; raises the GitLab error else.
 
         `session` is the caller's door upstream; a cached decision makes no call through it.
+        `client` (the peer address) bounds the uncached checks one client runs at once.
         """
         if credential is not None and not could_be_a_token(credential.token):
             # No GitLab token looks like this, so GitLab would answer its unknown-token 401.
@@ -103,17 +179,29 @@ class Permissions:
             return cached
 
         async def decide() -> ContainerInfo:
+            bound: list[float] = []  # expiry of the user record the decision used
             try:
-                info = await self._decide(session, credential, container, id_or_path)
+                info = await self._decide(session, credential, container, id_or_path, bound)
             except (NotFound, Unauthorized, UpstreamRejected) as decision:
-                self.cache.put(key, _fresh(decision))  # without the traceback and its frames
+                # without the traceback and its frames
+                self.cache.put(key, _fresh(decision), min(bound, default=None))
                 raise
-            self.cache.put(key, info)
+            self.cache.put(key, info, min(bound, default=None))
             return info
 
-        # Concurrent cold requests of one caller for one container share one decision.
+        # Concurrent cold requests of one caller for one container share one decision;
+        # joining one costs nothing, so only a new check takes a turn of this client's.
+        flight = "|".join(key)
         try:
-            return await self.flights.run("|".join(key), decide)
+            if self.flights.running(flight):
+                return await self.flights.run(flight, decide)
+            async with self.gate.enter(client):
+                decided = self.cache.get(key)  # made while this check waited for its turn
+                if isinstance(decided, ProxyError):
+                    raise _fresh(decided)
+                if isinstance(decided, ContainerInfo):
+                    return decided
+                return await self.flights.run(flight, decide)
         except (NotFound, Unauthorized, UpstreamRejected) as decision:
             raise _fresh(decision) from None
 
@@ -123,8 +211,9 @@ class Permissions:
         credential: Credential | None,
         container: str,
         id_or_path: str,
+        bound: list[float],
     ) -> ContainerInfo:
-        user = await self._user(session, credential) if credential is not None else None
+        user = await self._user(session, credential, bound) if credential is not None else None
         info = await self._lookup(session, container, id_or_path, anonymous=user is None)
         if user is not None and (user.is_admin or (container == "group" and user.is_auditor)):
             return info
@@ -135,16 +224,29 @@ class Permissions:
             raise Unauthorized()
         return info
 
-    async def _user(self, session: UpstreamSession, credential: Credential) -> UserInfo:
+    async def _user(
+        self, session: UpstreamSession, credential: Credential, bound: list[float]
+    ) -> UserInfo:
+        """The credential's user, from `/user` or its record of the last `ttl` seconds.
+
+        A rejected credential is remembered as such under its MAC for the same time, whatever
+        container it asks about next: an unknown token costs one `/user` call per `ttl`, not
+        one per container. `bound` receives the record's expiry: decisions made from it must
+        not outlive it."""
         key = (self.caller_key(credential), "user")
-        cached = self.cache.get(key)
-        if isinstance(cached, UserInfo):
-            return cached
+        cached = self.cache.entry(key)
+        if cached is not None and isinstance(cached.value, UserInfo | UpstreamRejected):
+            bound.append(cached.expires)
+            if isinstance(cached.value, UpstreamRejected):
+                raise _fresh(cached.value)
+            return cached.value
         try:
             user = await session.fetch_user()
         except UpstreamStatus as exc:
             if exc.status in (401, 403):
-                raise UpstreamRejected(exc.status, _as_body(exc.body), exc.headers) from None
+                rejected = UpstreamRejected(exc.status, _as_body(exc.body), exc.headers)
+                self.cache.put(key, _fresh(rejected))
+                raise rejected from None
             raise _unexpected(exc) from None
         self.cache.put(key, user)
         return user

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import hashlib
+import math
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from datetime import date
@@ -56,6 +57,7 @@ class DoraRequest:
     id_or_path: str
     params: QueryItems
     url: str | None = None
+    client: str | None = None  # the peer's address: bounds its uncached permission checks
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +142,7 @@ class DoraService:
         telemetry: Telemetry | None = None,
         replica_lock: StorageLock | None = None,
         recent_ttl: float = 0.0,
+        max_computations: int = 0,
     ) -> None:
         self.upstream = upstream
         self.permissions = permissions
@@ -150,6 +153,8 @@ class DoraService:
         self.deadline = deadline
         self.clock = clock
         self.computations = SingleFlight()
+        # Cold answers computed at once, all sharing the upstream pool (0: unbounded, batch).
+        self.max_computations = max_computations
         self.telemetry = telemetry or Telemetry()
         # Never longer than a permission decision is trusted (see proxy/recent.py).
         self._seconds = seconds_of(clock)  # read on every recalled answer: cheap
@@ -218,14 +223,16 @@ class DoraService:
         container = request.container
         unchecked = parse_query(request.params, self.today())
         session = self.upstream.session(credential)
-        info = await self.permissions.authorize(session, credential, container, request.id_or_path)
+        info = await self.permissions.authorize(
+            session, credential, container, request.id_or_path, request.client
+        )
         query = validate_query(unchecked)
         key, stale_key = await self._answer_keys(container, info, query)
-        ttl = self.policy.ttl_past if query.end_date < self.today() else self.policy.ttl_current
+        ttl = self._answer_ttl(query)
         cached = await self.storage.get(key)
         self.telemetry.cache_lookup("answer", cached is not None)
         if cached is not None:
-            return Answer(cached, "hit", int(ttl))
+            return self._from_cache(cached, "hit", ttl)
 
         def compute() -> Awaitable[bytes]:
             return self.telemetry.computing(
@@ -233,6 +240,16 @@ class DoraService:
             )
 
         lock = self.replica_lock if ttl > 0 else None  # an uncached answer is never shared
+        if (
+            self.max_computations
+            and len(self.computations) >= self.max_computations
+            and not self.computations.running(key)
+        ):
+            # Joining a computation is free; one more past the bound would only lengthen
+            # every caller's wait for the upstream pool: answered at once, to ask again.
+            raise ServiceUnavailable(
+                1, detail=f"{len(self.computations)} computations in flight (max_computations)"
+            )
         try:
             body = await self.computations.run(
                 key, (lambda: lock.run(key, compute)) if lock else compute
@@ -241,6 +258,13 @@ class DoraService:
         except UPSTREAM_FAULTS as fault:
             stale = await self.storage.get(stale_key) if self.policy.stale_on_error else None
             if stale is None:
+                degraded = getattr(self.storage, "degraded", None)
+                if degraded is not None and fault.status != 503:
+                    # Neither the cache nor the upstream can serve it: try again shortly.
+                    raise ServiceUnavailable(
+                        self.storage.retry_after(),  # type: ignore[attr-defined]
+                        detail=f"{fault.detail or fault.status}; {degraded}",
+                    ) from None
                 raise
             log.warning(
                 "stale_answer_served",
@@ -251,7 +275,26 @@ class DoraService:
             )
             self.telemetry.stale_served()
             return Answer(stale, "stale", 0)
-        return Answer(body, "miss", int(ttl))
+        # Another replica's answer (shared through the lock) may be older than ours would be.
+        return self._from_cache(body, "miss", ttl)
+
+    def _answer_ttl(self, query: DoraQuery) -> float:
+        """How long an answer may be cached: `answer_ttl_past` for a range that ended,
+        `answer_ttl_current` for one that includes today, and never longer than the settle
+        margin while any of its days is unsettled (a late deployment must show up)."""
+        today = self.today()
+        ttl = self.policy.ttl_past if query.end_date < today else self.policy.ttl_current
+        calendar = self.collector.calendar
+        if not calendar.is_settled(min(query.end_date, today), self.clock()):
+            ttl = min(ttl, calendar.settle_margin)
+        return ttl
+
+    def _from_cache(self, value: bytes, cache: str, ttl: float) -> Answer:
+        """The answer in a stored value; its max-age is the entry's remaining life, never
+        more than `ttl` (an entry stored yesterday for 300 s is not good for a day now)."""
+        body, expires = unstamped(value)
+        remaining = ttl if expires is None else min(ttl, expires - self._seconds())
+        return Answer(body, cache, max(0, int(remaining)))
 
     async def invalidate(self, change: Change) -> None:
         """A webhook's change: facts first, then answer generations, so an answer recomputed
@@ -367,7 +410,7 @@ class DoraService:
                 if len(self._short_lived) < 1024:
                     self._short_lived[key] = ttl
         await asyncio.gather(
-            put(self.storage, key, body, ttl),
+            put(self.storage, key, stamped(body, self._seconds() + ttl), ttl),
             put(self.storage, stale_key, body, self.policy.stale_ttl),
         )
         return body
@@ -406,6 +449,26 @@ def _compute_body(facts: list[ProjectFacts], query: DoraQuery, tz: ZoneInfo) -> 
             tz=tz,
         )
     )
+
+
+_STAMP = b"expires="
+
+
+def stamped(body: bytes, expires: float) -> bytes:
+    """A cached answer carries its expiry (Unix seconds): a hit's max-age is what is left."""
+    return b"%s%d\n%s" % (_STAMP, math.ceil(expires), body)
+
+
+def unstamped(value: bytes) -> tuple[bytes, float | None]:
+    """(body, expiry) of a stored answer; a body stored without expiry (older versions, or
+    the holder's own result) gives None."""
+    if not value.startswith(_STAMP):
+        return value, None
+    head, _, body = value.partition(b"\n")
+    try:
+        return body, float(head[len(_STAMP) :])
+    except ValueError:
+        return body, None
 
 
 def ancestor_groups(path_with_namespace: str) -> list[str]:

@@ -349,6 +349,71 @@ class Settings:
         "One of auto (console on a terminal, else JSON), json, console.",
         check=_one_of("auto", "json", "console"),
     )
+    upstream_max_pages: int = _row(
+        1000,
+        "Most pages one upstream listing may take (100 items each) before the request answers "
+        "502; also stops on a repeated next link or a page with no new id.",
+        check=_at_least(1),
+    )
+    upstream_max_items: int = _row(
+        100000,
+        "Most items one upstream listing may hold before the request answers 502.",
+        check=_at_least(1),
+    )
+    max_computations: int = _row(
+        200,
+        "Most cold answers computed at once, all sharing the upstream pool (identical requests "
+        "share one); past it a request needing a new one answers 503 at once, asking to retry.",
+        check=_at_least(1),
+    )
+    permission_queue_limit: int = _row(
+        100,
+        "Most calls of permission checks waiting for a worker of their pool; past it new "
+        "checks answer 503 at once, asking to retry.",
+        check=_at_least(0),
+    )
+    permission_concurrency: int = _row(
+        4,
+        "Threads of the separate pool for permission checks (/user, the project or group, "
+        "membership), so checks never queue behind data fetches.",
+        check=_at_least(1),
+    )
+    client_check_limit: int = _row(
+        8,
+        "Most uncached permission checks one client address may have in flight; up to "
+        "client_check_queue more wait their turn, further ones answer 429, asking to retry "
+        "(0 turns the limit off; behind a reverse proxy every client shares its address).",
+        check=_at_least(0),
+    )
+    client_check_queue: int = _row(
+        256,
+        "Uncached permission checks of one client address that may wait for a turn "
+        "(see client_check_limit).",
+        check=_at_least(0),
+    )
+    idle_connection_timeout: float = _row(
+        5.0,
+        "Seconds a client connection may stay open without sending a request (first or next).",
+        check=_positive,
+    )
+    max_connections: int = _row(
+        1000,
+        "Most client connections open at once (also kept below the limit of open files); more "
+        "are closed as they arrive.",
+        check=_at_least(1),
+    )
+    max_client_connections: int = _row(
+        0,
+        "Most client connections open at once from one peer address; more are closed as they "
+        "arrive (0: no cap by address; behind a reverse proxy every client shares its address).",
+        check=_at_least(0),
+    )
+    cache_timeout: float = _row(
+        1.0,
+        "Seconds one cache operation may take; after 3 failures in a row the cache is bypassed "
+        "for 5 s (requests are answered uncached) and tried again.",
+        check=_positive,
+    )
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "cache_dir", Path(self.cache_dir).expanduser())

@@ -24,27 +24,44 @@ class SingleFlight:
     """The first caller of a key starts the work as a task; later callers await the same task.
 
     The work runs in its own task, shielded from each caller, so one caller giving up (client
-    gone, deadline) does not fail the others. Results are not kept after the task ends: caching
-    is the storage's job.
+    gone, deadline) does not fail the others. Work follows its callers: when the last one has
+    gone, the task is cancelled, so nothing keeps calling the upstream for nobody (what it
+    already stored stays cached; upstream calls still queued never start). Results are not
+    kept after the task ends: caching is the storage's job.
     """
 
     def __init__(self) -> None:
         self._tasks: dict[str, asyncio.Task[Any]] = {}
+        self._waiters: dict[asyncio.Task[Any], int] = {}
+        self.abandoned = 0  # computations cancelled because every caller had gone
 
     def __len__(self) -> int:
         return len(self._tasks)
+
+    def running(self, key: str) -> bool:
+        return key in self._tasks
 
     async def run(self, key: str, work: Callable[[], Awaitable[T]]) -> T:
         task = self._tasks.get(key)
         if task is None:
             task = asyncio.ensure_future(work())
             self._tasks[key] = task
+            self._waiters[task] = 0
             task.add_done_callback(lambda done, key=key: self._finished(key, done))
-        return await asyncio.shield(task)
+        self._waiters[task] = self._waiters.get(task, 0) + 1
+        try:
+            return await asyncio.shield(task)
+        finally:
+            left = self._waiters.get(task, 1) - 1
+            self._waiters[task] = left
+            if left <= 0 and not task.done():
+                self.abandoned += 1
+                task.cancel()
 
     def _finished(self, key: str, task: asyncio.Task[Any]) -> None:
         if self._tasks.get(key) is task:
             del self._tasks[key]
+        self._waiters.pop(task, None)
         if not task.cancelled():
             task.exception()  # mark retrieved: the callers saw it
 

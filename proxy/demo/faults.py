@@ -3,8 +3,10 @@ faults (latency, status bursts, 429 in GitLab's two shapes, resets, bad JSON, ha
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
+from urllib.parse import urlencode
 
 from aiohttp import web
 
@@ -37,9 +39,47 @@ class Faults:
     malformed_json: int = 0
     hang: float = 0.0
     only_kinds: set[str] | None = None
+    # Broken pagination on list answers (see `broken_pagination`): None, "same_link" (the next
+    # link points at the page just served), "same_ids" (next pages repeat page 1's items under
+    # new page numbers) or "endless" (every page has fresh ids and a next link).
+    pagination: str | None = None
+    _fresh_ids: int = 10_000_000
 
     def matches(self, kind: str) -> bool:
         return self.only_kinds is None or kind in self.only_kinds
+
+
+def broken_pagination(faults: Faults, request: web.Request, response: web.Response) -> None:
+    """Rewrite a list answer's pagination as `faults.pagination` asks (in place).
+
+    What a cache or reverse proxy in front of GitLab that ignores the query string does
+    ("same_link", "same_ids"), or an upstream whose listing never ends ("endless").
+    """
+    mode = faults.pagination
+    if mode is None or response.status != 200 or not isinstance(response.body, bytes):
+        return
+    items = json.loads(response.body)
+    if not isinstance(items, list):
+        return
+    page = int(request.query.get("page", "1") or 1)
+    if mode == "same_link":
+        target = page
+    else:
+        target = page + 1
+        if mode == "endless":
+            template = items[0] if items else {"id": 0}
+            items = []
+            for _ in range(int(request.query.get("per_page", "20") or 20)):
+                faults._fresh_ids += 1
+                items.append({**template, "id": faults._fresh_ids})
+    query = [(k, v) for k, v in request.query.items() if k != "page"] + [("page", str(target))]
+    link = f"{request.scheme}://{request.host}{request.path}?{urlencode(query)}"
+    response.body = json.dumps(items).encode()
+    response.headers["Link"] = f'<{link}>; rel="next"'
+    response.headers["X-Next-Page"] = str(target)
+    response.headers["X-Page"] = str(page)
+    response.headers.pop("X-Total", None)
+    response.headers.pop("X-Total-Pages", None)
 
 
 def drop_connection(request: web.Request) -> web.Response:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
@@ -18,6 +19,12 @@ from proxy.settings import Settings
 
 
 async def run_demo(settings: Settings) -> None:
+    # SIGTERM and SIGINT end the demo normally, so the caller's cleanup (the temporary cache
+    # directory, which holds the server secret) runs; the default SIGTERM kills at once.
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
     today = datetime.now(UTC).astimezone(settings.tz).date()
     fake = FakeGitLab(build_demo_world(today))
     upstream_url = await fake.start("127.0.0.1", 0)
@@ -29,8 +36,10 @@ async def run_demo(settings: Settings) -> None:
     base = f"http://{settings.host}:{settings.port}"
     print(demo_banner(base, upstream_url, DEMO_PROJECTS, DEMO_TOKENS), flush=True)
     try:
-        await asyncio.Event().wait()
+        await stop.wait()
     finally:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
         with contextlib.suppress(Exception):
             await runner.cleanup()
             await fake.close()

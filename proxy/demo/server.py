@@ -25,7 +25,14 @@ from urllib.parse import unquote
 from aiohttp import web
 
 from proxy.demo import access, admin_routes
-from proxy.demo.faults import STATUS_RESET, Call, Faults, drop_connection, injected_status
+from proxy.demo.faults import (
+    STATUS_RESET,
+    Call,
+    Faults,
+    broken_pagination,
+    drop_connection,
+    injected_status,
+)
 from proxy.demo.pagination import pagination_headers
 from proxy.demo.params import (
     DEPLOYMENT_ORDER,
@@ -193,6 +200,8 @@ class FakeGitLab:
                 response = self._dispatch(request, route, query, token)
         except Reply as reply:
             response = render(reply)
+        if faults.pagination is not None and faults.matches(kind):
+            broken_pagination(faults, request, response)
         call.status = response.status
         return response
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import MutableMapping
+import time
+from collections.abc import Callable, MutableMapping
 from typing import Any
 
 import structlog
@@ -75,6 +76,9 @@ def _route_library_records(use_console: bool, level: int) -> None:
     if root.handlers:
         return
     handler = logging.StreamHandler(sys.stderr)
+    # With file descriptors exhausted asyncio logs a record per accept() attempt (hundreds of
+    # MB of tracebacks): records are rate-limited per logger and message.
+    handler.addFilter(RateLimitedRecords())
     if not use_console:
         handler.setFormatter(
             structlog.stdlib.ProcessorFormatter(
@@ -117,6 +121,38 @@ class _LibraryRecords(logging.Filter):
 
 
 _http_log = structlog.get_logger("proxy.http")
+LIBRARY_LINES_PER_INTERVAL = 10  # records per logger and message, per interval
+LIBRARY_INTERVAL = 60.0  # seconds
+
+
+class RateLimitedRecords(logging.Filter):
+    """At most `LIBRARY_LINES_PER_INTERVAL` records per logger and message (its first 80
+    characters) per `LIBRARY_INTERVAL` seconds; the first record let through after drops says
+    how many were dropped."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__()
+        self._clock = clock
+        self._windows: dict[tuple[str, str], list[float]] = {}  # [start, passed, dropped]
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        key = (record.name, str(record.msg)[:80])
+        now = self._clock()
+        window = self._windows.get(key)
+        dropped = 0
+        if window is None or now - window[0] >= LIBRARY_INTERVAL:
+            if len(self._windows) > 1000:
+                self._windows.clear()
+            dropped = int(window[2]) if window is not None else 0
+            window = self._windows[key] = [now, 0, 0]
+        if window[1] >= LIBRARY_LINES_PER_INTERVAL:
+            window[2] += 1
+            return False
+        window[1] += 1
+        if dropped:
+            record.msg = f"{record.getMessage()} ({dropped} similar records dropped)"
+            record.args = None
+        return True
 
 
 _DICT_TRACEBACKS = structlog.processors.ExceptionRenderer(

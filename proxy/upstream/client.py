@@ -23,10 +23,10 @@ import math
 import os
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import gitlab
 import gitlab.exceptions
@@ -45,6 +45,9 @@ if TYPE_CHECKING:
     from proxy.upstream.session import UpstreamSession
 
 PER_PAGE = 100
+# Calls a permission check makes: they run in a small pool of their own, so a caller's check
+# never queues behind bulk data fetches (and a flood of checks never starves data fetches).
+PERMISSION_KINDS = frozenset({"user", "project", "group", "project_members", "group_members"})
 FORBIDDEN_MEANS_EMPTY = frozenset(
     {"environments", "deployments", "deployment_mrs", "project_issues", "group_issues"}
 )
@@ -57,6 +60,24 @@ class Page:
 
     data: Any
     response: requests.Response
+
+
+class _Pool:
+    """One thread pool and how many calls it holds (running or waiting)."""
+
+    def __init__(self, executor: ThreadPoolExecutor, workers: int) -> None:
+        self.executor = executor
+        self.workers = workers
+        self.pending = 0
+        self._lock = threading.Lock()
+
+    def started(self) -> None:
+        with self._lock:
+            self.pending += 1
+
+    def finished(self, _: Future[Any] | None) -> None:  # in a worker thread, or the loop's
+        with self._lock:
+            self.pending -= 1
 
 
 class UpstreamStatus(Exception):
@@ -102,6 +123,10 @@ class Upstream:
         max_retries: int = 3,
         rate_limit_max_wait: float = 5.0,
         observer: CallObserver | None = None,
+        max_pages: int = 1000,
+        max_items: int = 100_000,
+        queue_limit: int = 100,
+        check_concurrency: int = 4,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self._origin = urlsplit(self.base_url)[:2]
@@ -109,7 +134,16 @@ class Upstream:
         self.concurrency = concurrency
         self.retry = RetryPolicy(max_retries, rate_limit_max_wait)
         self.observer = observer
+        self.max_pages = max_pages  # bounds on one listing (get_list)
+        self.max_items = max_items
         self._executor = ThreadPoolExecutor(concurrency, thread_name_prefix="upstream")
+        self._checks = ThreadPoolExecutor(check_concurrency, thread_name_prefix="upstream-checks")
+        # Calls submitted and not finished, per pool; past workers + queue_limit: 503 at once.
+        self.queue_limit = queue_limit
+        self._pools = {
+            "data": _Pool(self._executor, concurrency),
+            "checks": _Pool(self._checks, check_concurrency),
+        }
         self._proxies = requests.utils.get_environ_proxies(self.base_url)
         self._ca_bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
         # python-gitlab's errors drop the response headers (Retry-After, WWW-Authenticate):
@@ -118,6 +152,37 @@ class Upstream:
 
     async def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
+        self._checks.shutdown(wait=False, cancel_futures=True)
+
+    def saturated(self) -> str | None:
+        """Why new permission checks are refused right now (their queue is full), or None."""
+        pool = self._pools["checks"]
+        if pool.pending >= pool.workers + self.queue_limit:
+            return f"permission check queue full ({pool.pending - pool.workers} calls waiting)"
+        return None
+
+    async def _run(self, kind: str, call: str, work: functools.partial[Page]) -> Page:
+        """`work` in its pool: permission checks in their own, bounded by `queue_limit` calls
+        waiting (then 503 at once); data fetches in the main one, bounded per computation by
+        the service (`max_computations`), since one computation fans out many calls at once.
+
+        A call still waiting for a worker when its caller is cancelled never starts
+        (`asyncio.wrap_future` cancels the pool's future), so work nobody waits for leaves
+        the queue at once; a call already running finishes within `timeout`."""
+        checks = kind in PERMISSION_KINDS
+        pool = self._pools["checks" if checks else "data"]
+        if checks and pool.pending >= pool.workers + self.queue_limit:
+            raise ServiceUnavailable(
+                1, detail=f"{call}: permission check queue full ({self.queue_limit} waiting)"
+            )
+        pool.started()
+        try:
+            future = pool.executor.submit(work)
+        except RuntimeError:  # shut down: the proxy is stopping
+            pool.finished(None)
+            raise ServiceUnavailable(1, detail=f"{call}: shutting down") from None
+        future.add_done_callback(pool.finished)
+        return await asyncio.wrap_future(future)
 
     def session(self, credential: Credential | None) -> UpstreamSession:
         """The door for one proxy request: typed fetches with this caller's credential."""
@@ -178,7 +243,6 @@ class Upstream:
         `asyncio.sleep`: neither the event loop nor a worker thread is held.
         """
         call = _call_name(path)
-        loop = asyncio.get_running_loop()
         stats = CURRENT_STATS.get()
         waited = 0.0  # this call's rate-limit waits, for calls made outside a proxy request
         attempt = 0
@@ -189,8 +253,9 @@ class Upstream:
             started = time.monotonic()
             cancelled = False
             try:
-                return await loop.run_in_executor(
-                    self._executor,
+                return await self._run(
+                    kind,
+                    call,
                     functools.partial(self._get_sync, gl, kind, call, path, query, started),
                 )
             except asyncio.CancelledError:
@@ -299,11 +364,21 @@ class Upstream:
     async def get_list(
         self, gl: gitlab.Gitlab, kind: str, path: str, query: dict[str, Any]
     ) -> list[dict[str, Any]]:
-        """Every item of a paginated list, following rel=next; de-duplicated by id."""
+        """Every item of a paginated list, following rel=next; de-duplicated by id.
+
+        Bounded whatever the upstream sends (a cache in front of GitLab that ignores the query
+        string answers every page with a link to itself): a next link or page number already
+        followed, a page that brings no new id, more than `max_pages` pages or `max_items`
+        items stop the listing with a 502 naming the call. Nothing of it is kept.
+        """
         items: dict[Any, dict[str, Any]] = {}
         url: str | None = path
         params: dict[str, Any] | None = {**query, "per_page": PER_PAGE}
+        seen = _SeenPages()
+        call = _call_name(path)
         while url is not None:
+            if seen.pages >= self.max_pages:
+                raise BadGateway(detail=f"{call}: more than {self.max_pages} pages")
             try:
                 fetched = await self.get_page(gl, kind, url, params)
             except UpstreamStatus as exc:
@@ -316,11 +391,19 @@ class Upstream:
             page = fetched.data
             if not isinstance(page, list):
                 raise BadGateway(detail=f"GET {path}: expected a list")
+            before = len(items)
             for item in page:
                 if not isinstance(item, dict) or not isinstance(item.get("id"), int | str):
                     raise BadGateway(detail=f"GET {path}: malformed item")
                 items.setdefault(item["id"], item)
+            if len(items) > self.max_items:
+                raise BadGateway(detail=f"{call}: more than {self.max_items} items")
             url = self._next_page(fetched.response)
+            if url is not None:
+                if len(items) == before:
+                    raise BadGateway(detail=f"{call}: pagination repeats (a page with no new id)")
+                if not seen.first_visit(url, fetched.response):
+                    raise BadGateway(detail=f"{call}: pagination repeats (next page seen before)")
             params = None  # the next link carries the query
         return list(items.values())
 
@@ -336,6 +419,29 @@ class Upstream:
             query = "&".join(p for p in parts.query.split("&") if not p.startswith("page="))
             return f"{parts.scheme}://{parts.netloc}{parts.path}?{query}&page={next_page}"
         return None
+
+
+class _SeenPages:
+    """Next links and page numbers a listing has already followed (a cycle is an error)."""
+
+    def __init__(self) -> None:
+        self.pages = 1
+        self._urls: set[str] = set()
+        self._numbers: set[str] = set()
+
+    def first_visit(self, next_url: str, response: requests.Response) -> bool:
+        self.pages += 1
+        current = response.headers.get("X-Page")
+        if current:
+            self._numbers.add(current)
+        self._urls.add(response.url)
+        number = parse_qs(urlsplit(next_url).query).get("page", [None])[-1]
+        if next_url in self._urls or (number is not None and number in self._numbers):
+            return False
+        self._urls.add(next_url)
+        if number is not None:
+            self._numbers.add(number)
+        return True
 
 
 def _call_name(path: str) -> str:

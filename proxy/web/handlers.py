@@ -16,7 +16,9 @@ async def dora_metrics(request: web.Request) -> web.StreamResponse:
     """GET /api/v4/{projects|groups}/{id}/dora/metrics."""
     container = "project" if request.match_info.route.name == "project_dora" else "group"
     answer = await request.app[SERVICE].answer(
-        DoraRequest(container, request.match_info["id"], request.query, request.raw_path),
+        DoraRequest(
+            container, request.match_info["id"], request.query, request.raw_path, request.remote
+        ),
         credential_from(request.headers),
     )
     request[CACHE_STATUS] = answer.cache

@@ -11,6 +11,7 @@ anything else is logged with its traceback and answers a generic 500 without det
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import re
 from collections.abc import Awaitable, Callable
@@ -70,6 +71,9 @@ def observed(handler: Handler, route: str, telemetry: Telemetry) -> Handler:
             return response
         except web.HTTPException as exc:
             status = exc.status
+            raise
+        except asyncio.CancelledError:
+            status = 499  # the client went away first (nginx's "client closed request")
             raise
         finally:
             seconds = perf_counter() - started

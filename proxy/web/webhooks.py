@@ -14,7 +14,10 @@ Authentication: `X-Gitlab-Token` must equal `webhook_secret` (constant-time comp
 header is never logged). Without a configured secret the route is not registered at all: a POST
 answers exactly what any unknown path does (404), the OpenAPI document omits it, and a proxy that
 never opted in exposes nothing. Replies: 401 wrong or missing token, 400 malformed or
-unknown payload (nothing changed), 200 `{"status": "ok" | "ignored" | "duplicate"}`.
+unknown payload (nothing changed), 413 (JSON) for a body over aiohttp's limit, 503 with
+Retry-After when the cache cannot record the invalidation, 200 `{"status": "ok" | "ignored" |
+"duplicate"}`; a valid delivery of an event the metrics do not use (push, merge request,
+pipeline...) is 200 "ignored", since GitLab disables hooks that keep failing.
 
 Invalidation normally finishes before the 200 (a handful of storage deletes and increments), so
 the next query is fresh once GitLab has its answer. It may wait for a deployment fetch of the same
@@ -28,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
+import re
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,6 +40,8 @@ from typing import Any
 import structlog
 from aiohttp import web
 
+from proxy.cache.base import StorageError
+from proxy.errors import ServiceUnavailable
 from proxy.facts import dumps
 from proxy.service import Change
 from proxy.web.handlers import SERVICE
@@ -55,6 +61,10 @@ KIND_OF_EVENT = {
     "Issue Hook": "issue",
     "Confidential Issue Hook": "issue",
 }
+
+
+_KIND = re.compile(r"[a-z][a-z_]{0,63}")
+_EVENT = re.compile(r"[A-Z][A-Za-z ]{0,62} Hook")
 
 
 class BadPayload(Exception):
@@ -120,7 +130,12 @@ async def receive(request: web.Request) -> web.Response:
     if idempotency_key and idempotency_key in receiver.recent:
         return _reply(200, {"status": "duplicate"})
     try:
-        payload = json.loads(await request.read())
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge as exc:  # JSON like every other refusal
+        log.info("webhook_refused", reason="body too large")
+        return _reply(exc.status, {"error": "413 Request Entity Too Large"})
+    try:
+        payload = json.loads(raw)
         change = classify(request.headers.get("X-Gitlab-Event"), payload)
     except (ValueError, RecursionError, BadPayload) as exc:  # bad JSON, bad UTF-8, deep nesting
         reason = str(exc) if isinstance(exc, BadPayload) else "body is not valid JSON"
@@ -133,7 +148,10 @@ async def receive(request: web.Request) -> web.Response:
         task = asyncio.ensure_future(request.app[SERVICE].invalidate(change))
         done, _ = await asyncio.wait({task}, timeout=INLINE_WAIT)
         if task in done:
-            task.result()  # a storage failure answers 500: GitLab delivers again later
+            try:
+                task.result()
+            except StorageError as exc:  # 503: GitLab delivers again later
+                raise ServiceUnavailable(5, detail=f"invalidation: {exc}") from None
         else:
             receiver.background.add(task)
             task.add_done_callback(_background_done(receiver))
@@ -166,12 +184,21 @@ def classify(event: str | None, payload: Any) -> Change | None:
     if not isinstance(payload, dict):
         raise BadPayload("payload must be a JSON object")
     kind = payload.get("object_kind")
+    if kind is not None and (not isinstance(kind, str) or not _KIND.fullmatch(kind)):
+        raise BadPayload("object_kind must be a lowercase name")
     if kind is None:
+        if event is None or not _EVENT.fullmatch(event):
+            raise BadPayload("object_kind missing and X-Gitlab-Event not a GitLab event")
         if event not in KIND_OF_EVENT:
-            raise BadPayload("object_kind missing and X-Gitlab-Event not a supported event")
+            return None  # a valid delivery of an event the metrics do not use (push, ...)
         kind = KIND_OF_EVENT[event]
     if kind not in EVENT_OF_KIND:
-        raise BadPayload("unsupported object_kind; expected deployment, issue or work_item")
+        # Push, merge request, pipeline...: valid deliveries the metrics do not use. Answered
+        # 2xx "ignored": GitLab disables a hook that keeps failing, and with it the events
+        # that matter. Only a header claiming an event we use contradicts it.
+        if event in KIND_OF_EVENT:
+            raise BadPayload("X-Gitlab-Event does not match object_kind")
+        return None
     if event is not None and event not in EVENT_OF_KIND[kind]:
         raise BadPayload("X-Gitlab-Event does not match object_kind")
     project_id, path = _project(payload)

@@ -377,10 +377,10 @@ async def test_a_malformed_payload_is_400_and_changes_nothing(start_stack, name)
         ("Push Hook", deployment_event()),  # header and object_kind disagree
         ("Issue Hook", deployment_event()),
         ("Deployment Hook", issue_event(type="Incident")),
-        ("Push Hook", {k: v for k, v in deployment_event().items() if k != "object_kind"}),
         (None, {k: v for k, v in deployment_event().items() if k != "object_kind"}),
+        ("Push Hook", {**deployment_event(), "object_kind": 7}),
     ],
-    ids=["push header", "issue header", "deployment header", "push header only", "neither"],
+    ids=["push header", "issue header", "deployment header", "neither", "kind not text"],
 )
 async def test_an_unknown_or_inconsistent_event_is_400(start_stack, event, payload) -> None:
     stack, before = await primed(start_stack, "change_failure_rate")
