@@ -69,6 +69,15 @@ def open_settings_storage(settings: Settings, *, redis_namespace: str | None = N
     )
 
 
+def recent_lifetimes(settings: Settings) -> tuple[float, float]:
+    """(facts of recent days and environments, answers that include today): with webhooks they
+    live `webhook_ttl`, a safety net for a missed delivery, since a webhook drops them as soon
+    as a deployment or incident changes them (docs/decisions.md, "Freshness with webhooks")."""
+    if settings.webhook_secret and settings.webhook_ttl > 0:
+        return settings.webhook_ttl, settings.webhook_ttl
+    return settings.facts_ttl_recent, settings.answer_ttl_current
+
+
 def build_service(
     settings: Settings,
     clock: Clock = utc_now,
@@ -100,13 +109,15 @@ def build_service(
     )
     namespace = namespace_for(settings.upstream_url or "", settings.time_zone)
     secret = load_server_secret(settings.server_secret, settings.cache_dir)
+    ttl_recent, ttl_current = recent_lifetimes(settings)
     collector = FactsCollector(
         storage,
         FactsPolicy(
             tz=settings.tz,
             ttl_settled=settings.facts_ttl_settled,
-            ttl_recent=settings.facts_ttl_recent,
+            ttl_recent=ttl_recent,
             settle_margin=settings.facts_settle_margin,
+            ttl_listing=settings.facts_ttl_recent,
         ),
         namespace,
         clock,
@@ -124,7 +135,7 @@ def build_service(
         storage=storage,
         policy=AnswerPolicy(
             ttl_past=settings.answer_ttl_past,
-            ttl_current=settings.answer_ttl_current,
+            ttl_current=ttl_current,
             stale_ttl=max(settings.facts_ttl_settled, settings.answer_ttl_past),
             stale_on_error=settings.stale_on_error,
         ),

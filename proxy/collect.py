@@ -5,12 +5,14 @@ interval or tier set over an already-fetched window costs no upstream call, a wi
 a day fetches only the day it lacks, and group and project requests share the same entries.
 
 - environments: one entry per project, short TTL (tier edits send no webhook);
-- deployments: one entry per (project, day); missing days are fetched in contiguous runs, one
-  paginated `finished_after/finished_before` stream per run;
+- deployments: the days of each project, settled days in one entry per (project, month), recent
+  days in one entry per (project, day) (see `_read_days`); missing days are fetched in contiguous
+  runs, one paginated `finished_after/finished_before` stream per run;
 - merge requests: one entry per deployment, kept long once the deployment is 10 minutes old
   (GitLab links MRs asynchronously), not cached before;
-- incidents: one entry per (project, day) holding the incidents created or closed that day; one
-  `updated_after` stream (per project, or per group) fills every missing day.
+- incidents: per day, the incidents created or closed that day, stored like deployments (month
+  entries for settled days); one `updated_after` stream (per project, or per group) fills every
+  missing day.
 
 A day is *settled* once it ended more than `settle_margin` seconds ago: its entries live
 `ttl_settled`, younger days `ttl_recent`. Nothing is written unless its fetch completed.
@@ -19,6 +21,7 @@ A day is *settled* once it ended more than `settle_margin` seconds ago: its entr
 from __future__ import annotations
 
 import asyncio
+import functools
 import weakref
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -37,6 +40,7 @@ from proxy.telemetry.prometheus import Telemetry
 from proxy.upstream import UpstreamSession
 
 MR_LINK_DELAY = timedelta(minutes=10)
+MR_WORKERS = 16  # concurrent MR-list lookups per project
 GROUP_ISSUES_MIN_PROJECTS = 2  # from this many projects on, one group stream beats N streams
 
 
@@ -46,6 +50,20 @@ class FactsPolicy:
     ttl_settled: float
     ttl_recent: float
     settle_margin: float
+    # The group's project list: no webhook reports a project joining or leaving a group, so it
+    # keeps the short lifetime even when webhooks lengthen `ttl_recent`. None: `ttl_recent`.
+    ttl_listing: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DayEntries:
+    """Where one project's facts of one kind live: a recent day in its own entry (short-lived,
+    dropped by webhooks), settled days together in one entry per month. A cold 90-day window is
+    then ~4 entries per project and kind instead of 90: fewer storage round trips, transactions
+    and JSON documents, for the same "a shifted window fetches only the day it lacks"."""
+
+    day: Callable[[date], str]
+    month: Callable[[str], str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,11 +117,6 @@ class FactsCollector:
 
     def recent_days(self) -> list[date]:
         return self.calendar.recent_days(self.clock())
-
-    def _ttl_for_day(self, day: date) -> float:
-        return self.calendar.ttl_for_day(
-            day, self.clock(), self.policy.ttl_settled, self.policy.ttl_recent
-        )
 
     # ---- public -------------------------------------------------------------------------------
     async def project_facts(
@@ -186,7 +199,10 @@ class FactsCollector:
         async def fetch() -> list[ContainerInfo]:
             projects = await session.fetch_group_projects(group)
             value = [{"id": p.id, "full_path": p.full_path} for p in projects]
-            await put(self.storage, key, f.dumps(value), self.policy.ttl_recent)
+            ttl = self.policy.ttl_listing
+            await put(
+                self.storage, key, f.dumps(value), self.policy.ttl_recent if ttl is None else ttl
+            )
             return projects
 
         return await self.flights.run(key, fetch)
@@ -238,15 +254,10 @@ class FactsCollector:
     async def _deployments_locked(
         self, session: UpstreamSession, project_id: int, days: list[date]
     ) -> tuple[Deployment, ...]:
+        cached, missing = await self._read_days(self._deployment_entries(project_id), days)
         found: list[Deployment] = []
-        missing: list[date] = []
-        for day in days:
-            cached = await self.storage.get(self.keys.deployments(project_id, day))
-            self.telemetry.cache_lookup("facts", cached is not None)
-            if cached is None:
-                missing.append(day)
-            else:
-                found.extend(f.deployments_from_json(f.loads(cached)))  # type: ignore[arg-type]
+        for items in cached.values():
+            found.extend(f.deployments_from_json(items))
         runs = await asyncio.gather(
             *(
                 self.flights.run(
@@ -274,18 +285,81 @@ class FactsCollector:
             day = self.local_day(deployment.finished_at)
             if day in by_day:
                 by_day[day].append(deployment)
-        await put_many(
-            self.storage,
-            [
-                (
-                    self.keys.deployments(project_id, day),
-                    f.dumps(f.deployments_to_json(tuple(items))),
-                    self._ttl_for_day(day),
-                )
-                for day, items in by_day.items()
-            ],
+        await self._write_days(
+            self._deployment_entries(project_id),
+            {day: f.deployments_to_json(tuple(items)) for day, items in by_day.items()},
         )
         return [d for items in by_day.values() for d in items]
+
+    def _deployment_entries(self, project_id: int) -> DayEntries:
+        return DayEntries(
+            functools.partial(self.keys.deployments, project_id),
+            functools.partial(self.keys.deployments_month, project_id),
+        )
+
+    # ---- day entries --------------------------------------------------------------------------
+    async def _read_days(
+        self, entries: DayEntries, days: list[date]
+    ) -> tuple[dict[date, list], list[date]]:
+        """The cached facts (JSON lists) of each day found, and the days not found.
+
+        A settled day is read from its month's entry, where each day carries the time it was
+        fetched and counts only for `ttl_settled` after it; a recent day from its own entry. A
+        day of the last two that settled while its own entry still lives is read from there."""
+        now = self.clock()
+        unsettled = self._first_unsettled(now)
+        settled = {day for day in days if day < unsettled}
+        found: dict[date, list] = {}
+        wanted = {day.isoformat(): day for day in settled}
+        oldest = now.timestamp() - self.policy.ttl_settled
+        for month in sorted({text[:7] for text in wanted}):
+            cached = await self.storage.get(entries.month(month))
+            self.telemetry.cache_lookup("facts", cached is not None)
+            if cached is None:
+                continue
+            for text, (fetched, items) in f.loads(cached).items():  # type: ignore[union-attr]
+                day = wanted.get(text)
+                if day is not None and fetched > oldest:
+                    found[day] = items
+        lately = self.calendar.local_day(now) - timedelta(days=2)
+        for day in days:
+            if day in found or (day in settled and day < lately):
+                continue
+            cached = await self.storage.get(entries.day(day))
+            self.telemetry.cache_lookup("facts", cached is not None)
+            if cached is not None:
+                found[day] = f.loads(cached)  # type: ignore[assignment]
+        return found, [day for day in days if day not in found]
+
+    def _first_unsettled(self, now: datetime) -> date:
+        """Days before this one are settled at `now` (today never is)."""
+        return min(self.calendar.recent_days(now), default=self.calendar.local_day(now))
+
+    async def _write_days(self, entries: DayEntries, by_day: dict[date, list]) -> None:
+        """Store freshly fetched days: recent ones alone, settled ones merged into their
+        month's entry (days fetched earlier keep their own fetch time)."""
+        now = self.clock()
+        unsettled = self._first_unsettled(now)
+        items: list[tuple[str, bytes, float]] = []
+        months: dict[str, dict[str, list]] = {}
+        for day, value in by_day.items():
+            if day < unsettled:
+                text = day.isoformat()
+                months.setdefault(text[:7], {})[text] = [now.timestamp(), value]
+            else:
+                items.append((entries.day(day), f.dumps(value), self.policy.ttl_recent))
+        oldest = now.timestamp() - self.policy.ttl_settled
+        for month, fetched in months.items():
+            key = entries.month(month)
+            cached = await self.storage.get(key)
+            merged = {
+                text: entry
+                for text, entry in (f.loads(cached) if cached else {}).items()  # type: ignore[union-attr]
+                if entry[0] > oldest
+            }
+            merged.update(fetched)
+            items.append((key, f.dumps(merged), self.policy.ttl_settled))
+        await put_many(self.storage, items)
 
     # ---- merge requests -----------------------------------------------------------------------
     async def _merge_requests(
@@ -294,56 +368,73 @@ class FactsCollector:
         project_id: int,
         deployments: list[Deployment],
     ) -> dict[int, tuple[MergeRequest, ...]]:
-        lists = await asyncio.gather(
-            *(self._deployment_mrs(session, project_id, d) for d in deployments)
-        )
-        return {d.id: mrs for d, mrs in zip(deployments, lists, strict=True)}
+        # A few workers per project pull deployments from one iterator, rather than a task per
+        # deployment: a 200-project group has ~27 000, and their tasks, flights and pending
+        # futures all alive at once were most of the request's peak memory (issue 16). The
+        # upstream itself allows `upstream_concurrency` calls at a time anyway.
+        found: dict[int, tuple[MergeRequest, ...]] = {}
+        pending = iter(deployments)
+
+        async def worker() -> None:
+            for deployment in pending:
+                found[deployment.id] = await self._deployment_mrs(session, project_id, deployment)
+
+        await asyncio.gather(*(worker() for _ in range(min(MR_WORKERS, len(deployments)))))
+        return {d.id: found[d.id] for d in deployments}
 
     async def _deployment_mrs(
         self, session: UpstreamSession, project_id: int, deployment: Deployment
     ) -> tuple[MergeRequest, ...]:
         key = self.keys.merge_requests(project_id, deployment.id)
+        linked_by = deployment.finished_at + MR_LINK_DELAY
         cached = await self.storage.get(key)
+        if cached is None and self.clock() < linked_by:
+            # A young deployment's list, kept only until GitLab has surely linked its MRs: every
+            # answer computed meanwhile lives no longer (`provisional_for`), and is the same.
+            cached = await self.storage.get(
+                self.keys.young_merge_requests(project_id, deployment.id)
+            )
         self.telemetry.cache_lookup("facts", cached is not None)
         if cached is not None:
             return f.merge_requests_from_json(f.loads(cached))  # type: ignore[arg-type]
 
         async def fetch() -> tuple[MergeRequest, ...]:
             mrs = await session.fetch_deployment_merge_requests(project_id, deployment.id)
-            if deployment.finished_at + MR_LINK_DELAY <= self.clock():
+            now = self.clock()
+            value = f.dumps(f.merge_requests_to_json(mrs))
+            if linked_by <= now:
+                await put(self.storage, key, value, self.policy.ttl_settled)
+            else:
+                young = min((linked_by - now).total_seconds(), self.policy.ttl_recent)
                 await put(
                     self.storage,
-                    key,
-                    f.dumps(f.merge_requests_to_json(mrs)),
-                    self.policy.ttl_settled,
+                    self.keys.young_merge_requests(project_id, deployment.id),
+                    value,
+                    young,
                 )
             return mrs
 
         return await self.flights.run(key, fetch)
 
     # ---- incidents ----------------------------------------------------------------------------
-    async def _incident_keys(self, project_id: int, days: list[date]) -> dict[date, str]:
+    async def _incident_entries(self, project_id: int) -> DayEntries:
         generation = await self.storage.get(self.keys.incidents_generation(project_id))
         gen = generation.decode() if generation else "0"
-        return {day: self.keys.incidents(project_id, gen, day) for day in days}
+        return DayEntries(
+            lambda day: self.keys.incidents(project_id, gen, day),
+            lambda month: self.keys.incidents_month(project_id, gen, month),
+        )
 
     async def _cached_incident_days(
         self, project_id: int, days: list[date]
-    ) -> tuple[dict[date, str], dict[date, tuple[Incident, ...]], list[date]]:
-        keys = await self._incident_keys(project_id, days)
-        found: dict[date, tuple[Incident, ...]] = {}
-        missing = []
-        for day, key in keys.items():
-            cached = await self.storage.get(key)
-            self.telemetry.cache_lookup("facts", cached is not None)
-            if cached is None:
-                missing.append(day)
-            else:
-                found[day] = f.incidents_from_json(f.loads(cached))  # type: ignore[arg-type]
-        return keys, found, missing
+    ) -> tuple[DayEntries, dict[date, tuple[Incident, ...]], list[date]]:
+        entries = await self._incident_entries(project_id)
+        cached, missing = await self._read_days(entries, days)
+        found = {day: f.incidents_from_json(items) for day, items in cached.items()}
+        return entries, found, missing
 
     async def _store_incident_days(
-        self, keys: dict[date, str], days: list[date], incidents: Iterable[Incident]
+        self, entries: DayEntries, days: list[date], incidents: Iterable[Incident]
     ) -> dict[date, tuple[Incident, ...]]:
         by_day: dict[date, list[Incident]] = {day: [] for day in days}
         for incident in incidents:
@@ -353,12 +444,8 @@ class FactsCollector:
                     if day in by_day and incident not in by_day[day]:
                         by_day[day].append(incident)
         stored = {day: tuple(items) for day, items in by_day.items()}
-        await put_many(
-            self.storage,
-            [
-                (keys[day], f.dumps(f.incidents_to_json(value)), self._ttl_for_day(day))
-                for day, value in stored.items()
-            ],
+        await self._write_days(
+            entries, {day: f.incidents_to_json(value) for day, value in stored.items()}
         )
         return stored
 
@@ -371,14 +458,14 @@ class FactsCollector:
     async def _incidents_locked(
         self, session: UpstreamSession, project_id: int, days: list[date]
     ) -> tuple[Incident, ...]:
-        keys, found, missing = await self._cached_incident_days(project_id, days)
+        entries, found, missing = await self._cached_incident_days(project_id, days)
         if missing:
 
             async def fetch() -> dict[date, tuple[Incident, ...]]:
                 incidents = await session.fetch_project_incidents(
                     project_id, self.local_midnight(min(missing))
                 )
-                return await self._store_incident_days(keys, missing, incidents)
+                return await self._store_incident_days(entries, missing, incidents)
 
             flight = self.keys.incidents_run(project_id, missing[0], missing[-1])
             found.update(await self.flights.run(flight, fetch))
@@ -412,11 +499,33 @@ class FactsCollector:
                 group.id, self.local_midnight(min(missing_any))
             )
         result: dict[int, tuple[Incident, ...]] = {}
-        for pid, (keys, found, missing) in zip(project_ids, cached, strict=True):
+        for pid, (entries, found, missing) in zip(project_ids, cached, strict=True):
             if missing:
-                found.update(await self._store_incident_days(keys, missing, fetched.get(pid, ())))
+                found.update(
+                    await self._store_incident_days(entries, missing, fetched.get(pid, ()))
+                )
             result[pid] = merge_incident_days(found, self.local_day)
         return result
+
+
+def provisional_for(facts: Iterable[ProjectFacts], since: datetime, now: datetime) -> float | None:
+    """How long an answer computed from `facts` (gathered from `since` on) may live, or None
+    for no limit. GitLab links MRs to a deployment asynchronously (within `MR_LINK_DELAY`), so
+    a lead time that read a deployment's MR list while it was younger may still change without
+    any webhook: it lives until that deployment is `MR_LINK_DELAY` old (0: do not keep it)."""
+    linked_by = max(
+        (
+            d.finished_at + MR_LINK_DELAY
+            for p in facts
+            if p.merge_requests
+            for d in p.deployments
+            if d.id in p.merge_requests
+        ),
+        default=None,
+    )
+    if linked_by is None or linked_by <= since:
+        return None
+    return max((linked_by - now).total_seconds(), 0.0)
 
 
 def merge_incident_days(

@@ -28,7 +28,7 @@ from proxy.cache.base import Storage
 from proxy.cache.keys import CacheKeys
 from proxy.cache.lifetimes import put
 from proxy.clock import Clock, seconds_of, utc_now
-from proxy.collect import FactsCollector, Need
+from proxy.collect import FactsCollector, Need, provisional_for
 from proxy.credentials import Credential
 from proxy.dora import compute_metric, render
 from proxy.errors import BadGateway, GatewayTimeout, ServiceUnavailable
@@ -162,6 +162,8 @@ class DoraService:
         self.telemetry.cache_lookups.count("recent", lambda: (self.recent.hits, self.recent.misses))
         # Other processes sharing the storage compute a cold answer once (None: this one only).
         self.replica_lock = replica_lock
+        # answer key -> its shorter lifetime, from `_compute_and_store` to the response headers
+        self._short_lived: dict[str, float] = {}
 
     async def close(self) -> None:
         await self.upstream.close()
@@ -252,6 +254,7 @@ class DoraService:
             body = await self.computations.run(
                 key, (lambda: lock.run(key, compute)) if lock else compute
             )
+            ttl = self._short_lived.pop(key, ttl)
         except UPSTREAM_FAULTS as fault:
             stale = await self.storage.get(stale_key) if self.policy.stale_on_error else None
             if stale is None:
@@ -372,6 +375,7 @@ class DoraService:
         stale_key: str,
         ttl: float,
     ) -> bytes:
+        started = self.clock()
         need = Need(
             merge_requests=query.metric == "lead_time_for_changes",
             incidents="production" in query.environment_tiers,
@@ -399,6 +403,12 @@ class DoraService:
                 self.collector.policy.tz,
             ),
         )
+        if need.merge_requests:
+            provisional = provisional_for(facts, started, self.clock())
+            if provisional is not None and provisional < ttl:
+                ttl = provisional
+                if len(self._short_lived) < 1024:
+                    self._short_lived[key] = ttl
         await asyncio.gather(
             put(self.storage, key, stamped(body, self._seconds() + ttl), ttl),
             put(self.storage, stale_key, body, self.policy.stale_ttl),

@@ -301,6 +301,13 @@ class Settings:
         check=_optional(_not_empty),
         secret=True,
     )
+    webhook_ttl: float = _row(
+        3600.0,
+        "With webhook_secret set: seconds facts of recent days, environments and answers whose "
+        "range includes today are cached (webhooks drop them sooner); 0 keeps facts_ttl_recent "
+        "and answer_ttl_current.",
+        check=_not_negative,
+    )
     server_secret: str | None = _row(
         None,
         "Key of the per-credential MAC (keyed BLAKE2b) that names in-memory permission decisions "

@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 from datetime import date
 
-FORMAT_VERSION = "v1"
+FORMAT_VERSION = "v2"  # v2: settled days of facts in one entry per month
 
 
 def namespace_for(upstream_url: str, time_zone: str) -> str:
@@ -54,13 +54,27 @@ class CacheKeys:
         return self._project(project_id, "environments")
 
     def deployments(self, project_id: int, day: date) -> str:
+        """A recent (not yet settled) day's deployments."""
         return self._project(project_id, "deployments", day.isoformat())
+
+    def deployments_month(self, project_id: int, month: str) -> str:
+        """The settled days of one month (`YYYY-MM`): {day: deployments} for the days fetched."""
+        return self._project(project_id, "deployments-month", month)
 
     def merge_requests(self, project_id: int, deployment_id: int) -> str:
         return self._project(project_id, "merge-requests", deployment_id)
 
+    def young_merge_requests(self, project_id: int, deployment_id: int) -> str:
+        """The MR list of a deployment younger than 10 minutes: kept until then only."""
+        return self._project(project_id, "merge-requests", deployment_id, "young")
+
     def incidents(self, project_id: int, generation: str, day: date) -> str:
+        """A recent day's incidents (created or closed that day)."""
         return self._project(project_id, "incidents", f"g{generation}", day.isoformat())
+
+    def incidents_month(self, project_id: int, generation: str, month: str) -> str:
+        """The settled days of one month: {day: incidents} for the days fetched."""
+        return self._project(project_id, "incidents-month", f"g{generation}", month)
 
     def incidents_generation(self, project_id: int) -> str:
         return self._project(project_id, "incidents-generation")

@@ -30,6 +30,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import gitlab
 import gitlab.exceptions
+import orjson
 import requests
 import requests.adapters
 import structlog
@@ -349,7 +350,9 @@ class Upstream:
                 ) from None
             status = str(response.status_code)
             try:
-                data = response.json()
+                # orjson straight from the bytes: ~3x faster than requests' .json() (which
+                # decodes to str first), and this runs for every upstream page, in the worker.
+                data = orjson.loads(response.content)
             except ValueError:
                 status = "malformed"
                 raise _Retryable("malformed JSON") from None

@@ -20,6 +20,7 @@ from aiohttp import web
 from multidict import MultiDict
 
 from proxy.cache.lifetimes import put
+from proxy.collect import provisional_for
 from proxy.credentials import credential_from
 from proxy.errors import GatewayTimeout
 from proxy.explain import explain, facts_body, summary
@@ -57,12 +58,20 @@ async def _answer(request: web.Request, container: str, kind: str, build: Build)
             body = await service.storage.get(key)
             request[CACHE_STATUS] = "hit" if body is not None else "miss"
             if body is None:
+                started = service.clock()
                 counted = await service.counted_facts(container, info, query, credential)
                 tz = service.collector.policy.tz
                 # Pure CPU work (a large group's facts) off the event loop, as the DORA API.
                 loop = asyncio.get_running_loop()
                 body = await loop.run_in_executor(None, lambda: dumps(build(counted, tz)))
-                await put(service.storage, key, body, ttl)
+                # MR lists of deployments younger than 10 minutes may still change (collect.py)
+                provisional = provisional_for(counted.facts, started, service.clock())
+                await put(
+                    service.storage,
+                    key,
+                    body,
+                    ttl if provisional is None else min(ttl, provisional),
+                )
     except TimeoutError:
         raise GatewayTimeout(detail="request deadline exceeded") from None
     return web.Response(

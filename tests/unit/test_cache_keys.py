@@ -16,7 +16,7 @@ import pytest
 from proxy.cache import keys as keys_module
 from proxy.cache.keys import FORMAT_VERSION, CacheKeys, lock_key, namespace_for
 
-NS = "v1|bf2ce53e4286"  # namespace_for("https://gitlab.example.com", "Europe/Berlin")
+NS = "v2|bf2ce53e4286"  # namespace_for("https://gitlab.example.com", "Europe/Berlin")
 K = CacheKeys(NS)
 DAY = date(2026, 3, 9)
 LAST = date(2026, 3, 12)
@@ -34,6 +34,9 @@ FORMATS: dict[str, tuple[str, tuple[object, ...]]] = {
     "merge_requests": (f"{NS}|project:42|merge-requests|1001", (42, 1001)),
     "incidents": (f"{NS}|project:42|incidents|g3|2026-03-09", (42, "3", DAY)),
     "incidents_generation": (f"{NS}|project:42|incidents-generation", (42,)),
+    "deployments_month": (f"{NS}|project:42|deployments-month|2026-03", (42, "2026-03")),
+    "incidents_month": (f"{NS}|project:42|incidents-month|g3|2026-03", (42, "3", "2026-03")),
+    "young_merge_requests": (f"{NS}|project:42|merge-requests|1001|young", (42, 1001)),
     "deployments_lock": (f"{NS}|project:42|deployments-lock", (42,)),
     "deployments_run": (
         f"{NS}|project:42|deployments-run|2026-03-09|2026-03-12",
@@ -64,12 +67,12 @@ def test_answer_of_another_generation_is_another_key() -> None:
 
 
 def test_namespace_format() -> None:
-    assert FORMAT_VERSION == "v1"
+    assert FORMAT_VERSION == "v2"  # v2: settled days in one entry per month (issue 16)
     assert namespace_for("https://gitlab.example.com", "Europe/Berlin") == NS
-    assert namespace_for("https://gitlab.example.com/", "UTC") == "v1|a68added7f14"
+    assert namespace_for("https://gitlab.example.com/", "UTC") == "v2|a68added7f14"
     # the hash is of "<upstream without trailing slash>|<time zone>", 12 hex digits
     digest = hashlib.sha256(b"https://gitlab.example.com|Europe/Berlin").hexdigest()
-    assert f"v1|{digest[:12]}" == NS
+    assert f"v2|{digest[:12]}" == NS
 
 
 def test_namespace_ignores_a_trailing_slash_but_not_the_zone_or_upstream() -> None:
@@ -99,6 +102,7 @@ ALLOWED_INPUTS = {
     "group_id",
     "deployment_id",
     "day",
+    "month",
     "first",
     "last",
     "key",
