@@ -323,7 +323,7 @@ class DoraService:
         unchecked: UncheckedQuery,
     ) -> tuple[ContainerInfo, DoraQuery]:
         """The extension endpoints' first steps (proxy/web/extensions.py): the same permission
-        check, then validation, as `metrics`."""
+        check, then validation, as `answer`."""
         session = self.upstream.session(credential)
         info = await self.permissions.authorize(session, credential, container, id_or_path)
         return info, validate_query(unchecked)
@@ -334,8 +334,7 @@ class DoraService:
         """Cache key and lifetime of an extension answer: the DORA answer's own (webhook
         generation included), suffixed with the endpoint's kind."""
         key, _ = await self._answer_keys(container, info, query)
-        ttl = self.policy.ttl_past if query.end_date < self.today() else self.policy.ttl_current
-        return f"{key}|{kind}", ttl
+        return f"{key}|{kind}", self._answer_ttl(query)
 
     async def counted_facts(
         self,
@@ -345,7 +344,7 @@ class DoraService:
         credential: Credential | None,
     ) -> CountedFacts:
         """Every fact of the window for all four metrics, from the same collector and facts
-        caches as `metrics`; call only after `checked` allowed the caller."""
+        caches as `answer`; call only after `checked` allowed the caller."""
         session = self.upstream.session(credential)
         tiers = query.environment_tiers
         need = Need(merge_requests=True, incidents="production" in tiers, tiers=frozenset(tiers))

@@ -6,7 +6,11 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from multidict import MultiDict
 
+from proxy.facts import ContainerInfo
+from proxy.query import parse_query, validate_query
+from proxy.web.handlers import SERVICE
 from tests.web.test_upstream_faults import world as small_world
 from tests.web.test_webhooks import (
     NOW as HOOK_NOW,
@@ -88,3 +92,38 @@ async def test_an_oversize_webhook_body_is_refused_with_json(start_stack) -> Non
     status, body = await deliver(stack, deployment_event(padding=padding))
     assert status == 413
     assert body == {"error": "413 Request Entity Too Large"}
+
+
+async def test_an_extension_answer_from_an_unsettled_day_lives_at_most_the_settle_margin(
+    start_stack,
+) -> None:
+    """The dashboard's facts and summary answers follow the DORA answer's lifetime rule: asked
+    five minutes after midnight about yesterday, they are kept no longer than the settle margin
+    (a late deployment of yesterday must still show up), not `answer_ttl_past`."""
+    now = datetime(2021, 1, 4, 0, 5, tzinfo=UTC)
+    stack = await start_stack(small_world(), now=now, recent_answer_ttl=0)
+    query = "start_date=2021-01-01&end_date=2021-01-03"
+    response = await stack.client.get(f"/-/api/v1/projects/11/dora/summary?{query}", headers=MARIA)
+    assert response.status == 200
+    service = stack.client.app[SERVICE]
+    checked = validate_query(
+        parse_query(
+            MultiDict(
+                metric="deployment_frequency", start_date="2021-01-01", end_date="2021-01-03"
+            ),
+            service.today(),
+        )
+    )
+    _, ttl = await service.extension_key(
+        "summary", "project", ContainerInfo(11, "acme/app"), checked
+    )
+    assert ttl == stack.settings.facts_settle_margin == 3600
+
+    settled = await start_stack(
+        small_world(), now=datetime(2021, 1, 4, 1, 5, tzinfo=UTC), recent_answer_ttl=0
+    )
+    service = settled.client.app[SERVICE]
+    _, ttl = await service.extension_key(
+        "summary", "project", ContainerInfo(11, "acme/app"), checked
+    )
+    assert ttl == settled.settings.answer_ttl_past
