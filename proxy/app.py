@@ -6,7 +6,10 @@ on the app under typed keys.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
+from typing import Any
 
 from aiohttp import web
 
@@ -79,6 +82,24 @@ def recent_lifetimes(settings: Settings) -> tuple[float, float]:
     return settings.facts_ttl_recent, settings.answer_ttl_current
 
 
+def _membership_by_hooks(settings: Settings, storage: Storage, keys: CacheKeys) -> dict[str, Any]:
+    """With system hooks delivered (and a receiver to take them), membership decisions are kept
+    until the shared generation moves; see proxy/permissions.py."""
+    if not (settings.system_hooks and settings.webhook_secret):
+        return {}
+    key = keys.membership_generation()
+
+    async def generation() -> int:
+        raw = await storage.get(key)
+        return int(raw) if raw else 0
+
+    return {
+        "membership_ttl": settings.membership_ttl,
+        "keepalive": settings.permission_keepalive,
+        "generation": generation,
+    }
+
+
 def build_service(
     settings: Settings,
     clock: Clock = utc_now,
@@ -131,6 +152,7 @@ def build_service(
             settings.permission_ttl,
             settings.client_check_limit,
             settings.client_check_queue,
+            **_membership_by_hooks(settings, storage, CacheKeys(namespace)),
         ),
         collector=collector,
         storage=storage,
@@ -199,9 +221,18 @@ def create_app(
         )
         app[UPSTREAM] = service.upstream
         app[handlers.SERVICE] = service
+        keepalive = (
+            asyncio.ensure_future(service.permissions.run_keepalive())
+            if service.permissions.keepalive > 0
+            else None
+        )
         try:
             yield
         finally:
+            if keepalive is not None:
+                keepalive.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await keepalive
             await upstream_health.close()
             await service.close()
             REQUEST_LOG.flush()

@@ -315,6 +315,13 @@ class DoraService:
             await self.storage.incr(key)
         self.recent.clear()  # again: an answer remembered meanwhile may predate the bump
 
+    async def membership_changed(self) -> None:
+        """A system hook's membership, project or group change: kept permission decisions are
+        decided again, here at once and on other replicas within a second (shared counter)."""
+        await self.storage.incr(self.keys.membership_generation())
+        self.permissions.membership_changed()
+        self.recent.clear()  # answers remembered for a caller rest on their decision
+
     async def checked(
         self,
         container: str,
