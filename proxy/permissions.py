@@ -130,6 +130,11 @@ class DecisionCache:
     def now(self) -> float:
         return self._clock()
 
+    def entries(self) -> list[tuple[tuple[str, ...], _Entry]]:
+        """Every live entry (a copy: callers may put while they go through it)."""
+        now = self._clock()
+        return [(key, entry) for key, entry in self._entries.items() if entry.expires > now]
+
 
 class ClientGate:
     """At most `limit` uncached permission checks in flight per client address (0: no limit),
@@ -343,29 +348,57 @@ class Permissions:
         self._active[caller] = _Active(credential, session, now)
 
     async def refresh_due(self, concurrency: int = 4) -> int:
-        """Re-read, in the background, the user of every credential used in the last `keepalive`
-        seconds whose record has less than half its life left, so its next request finds a live
-        one: the revocation promise (`permission_ttl`) holds and no request waits for `/user`.
-        Credentials idle longer are forgotten. Returns how many were re-read."""
+        """Re-check, in the background, what the next request of a credential used in the last
+        `keepalive` seconds would otherwise wait for: its user record once less than half its
+        life is left (so the revocation promise, `permission_ttl`, holds and no request waits
+        for `/user`), and its kept membership decisions in their last quarter (`membership_ttl`).
+        Credentials idle longer are forgotten. Returns how many checks were made."""
         now = self.cache.now()
-        due: list[tuple[str, _Active]] = []
         for caller, active in list(self._active.items()):
             if now - active.last_used > self.keepalive:
                 del self._active[caller]
-                continue
-            entry = self.cache.entry((caller, "user"))
-            if entry is None or entry.expires - now < self.cache.ttl / 2:
-                due.append((caller, active))
+        users = [
+            caller
+            for caller in self._active
+            if (entry := self.cache.entry((caller, "user"))) is None
+            or entry.expires - now < self.cache.ttl / 2
+        ]
+        renew = self.membership_ttl / 4 if self.membership_ttl else 0.0
+        memberships = [
+            key
+            for key, entry in self.cache.entries()
+            if isinstance(entry.value, Membership)
+            and key[0] in self._active
+            and entry.expires - now < renew
+        ]
         limit = asyncio.Semaphore(concurrency)
 
-        async def refresh(caller: str, active: _Active) -> None:
+        async def read_user(caller: str) -> None:
             async with limit:
                 with contextlib.suppress(ProxyError):
-                    await self._read_user(active.session, (caller, "user"))
+                    await self._read_user(self._active[caller].session, (caller, "user"))
 
-        await asyncio.gather(*(refresh(caller, active) for caller, active in due))
-        self.refreshed += len(due)
-        return len(due)
+        async def decide_again(key: tuple[str, ...]) -> None:
+            caller, container, id_or_path = key
+            active = self._active[caller]
+            async with limit:
+                generation = await self._current_generation()
+                try:
+                    info, by_admin_flag = await self._decide(
+                        active.session, active.credential, container, id_or_path, []
+                    )
+                except (NotFound, Unauthorized, UpstreamRejected) as decision:
+                    self.cache.put(key, _fresh(decision))
+                except ProxyError:
+                    pass  # GitLab in trouble: the decision ends with its time, as it would
+                else:
+                    kept = Membership(info, by_admin_flag, generation)
+                    self.cache.put(key, kept, ttl=self.membership_ttl)
+
+        await asyncio.gather(*map(read_user, users))
+        await asyncio.gather(*map(decide_again, memberships))
+        self.refreshed += len(users) + len(memberships)
+        return len(users) + len(memberships)
 
     async def run_keepalive(self, period: float | None = None) -> None:
         """The background loop of `refresh_due` (until cancelled): every quarter of

@@ -117,16 +117,43 @@ async def test_a_removed_member_is_refused_as_soon_as_the_hook_arrives(start_sta
 
 async def test_a_kept_decision_ends_at_membership_ttl_without_any_hook(start_stack) -> None:
     """GitLab sends no hook for a group transfer or a removed group share: `membership_ttl`
-    bounds how long such a change goes unseen."""
-    stack, clock = await start(start_stack, membership_ttl=300)
-    permissions = stack.app_service().permissions
+    bounds how long such a change goes unseen (no background round here)."""
+    stack, clock = await start(start_stack, membership_ttl=300, permission_keepalive=0)
     assert (await get(stack, lead_time(11)))[0] == 200
     world = stack.fake.world
     world.members = [m for m in world.members if m.user_id != 11]
     clock[0] += 290
-    await permissions.refresh_due()
     assert (await get(stack, lead_time(11)))[0] == 200
     clock[0] += 11
+    assert (await get(stack, lead_time(11)))[0] == 404
+
+
+async def test_a_busy_callers_membership_is_decided_again_in_the_background(start_stack) -> None:
+    """In its last quarter a kept decision of an active caller is decided again by the
+    background round: the request after `membership_ttl` does not wait for it, and a change no
+    hook reported is seen then."""
+    stack, clock = await start(start_stack, membership_ttl=300)
+    permissions = stack.app_service().permissions
+    assert (await get(stack, lead_time(11)))[0] == 200
+    clock[0] += 200
+    await permissions.refresh_due()
+    assert len(stack.fake.calls_of("project_members")) + len(
+        stack.fake.calls_of("group_members")
+    ) == 1
+    assert (await get(stack, lead_time(11)))[0] == 200
+    clock[0] += 30  # in the last quarter
+    await permissions.refresh_due()
+    assert len(stack.fake.calls_of("project_members")) + len(
+        stack.fake.calls_of("group_members")
+    ) == 2
+    calls = len(stack.fake.calls)
+    clock[0] += 80  # past the first decision's membership_ttl: the renewed one serves
+    await permissions.refresh_due()
+    background = len(stack.fake.calls)
+    assert (await get(stack, lead_time(11)))[0] == 200
+    assert len(stack.fake.calls) == background >= calls
+    stack.fake.world.members = [m for m in stack.fake.world.members if m.user_id != 11]
+    clock[0] += 230
     await permissions.refresh_due()
     assert (await get(stack, lead_time(11)))[0] == 404
 
