@@ -126,6 +126,8 @@ def simulate_memory_clocks(service: Any, clock: SimClock) -> None:
     point them at the simulated one."""
     service.permissions.cache._clock = clock.seconds
     service.recent._clock = clock.seconds
+    if service.hot is not None:
+        service.hot._clock = clock.seconds
 
 
 # ---- the world and the day --------------------------------------------------------------------
@@ -366,6 +368,9 @@ async def run_day(
                             headers=headers,
                         ) as response:
                             assert response.status == 200, await response.text()
+                        # The answers the change touched are computed again in the background
+                        # (refresh_window); the next request comes seconds later in this world.
+                        await service.refreshed()
                         outcome.background_calls += len(fake.calls) - before
     finally:
         outcome.wall = time.perf_counter() - started

@@ -20,6 +20,7 @@ from proxy.clock import Clock, utc_now
 from proxy.collect import FactsCollector, FactsPolicy
 from proxy.explain import load_levels
 from proxy.permissions import Permissions
+from proxy.refresh import HotAnswers
 from proxy.server_secret import load_server_secret
 from proxy.service import AnswerPolicy, DoraService
 from proxy.settings import Settings
@@ -168,6 +169,11 @@ def build_service(
         telemetry=telemetry,
         recent_ttl=settings.recent_answer_ttl,
         max_computations=settings.max_computations,
+        hot=(
+            HotAnswers(settings.refresh_window)
+            if settings.webhook_secret and settings.refresh_window > 0 and not batch
+            else None
+        ),
         # Replicas (or processes on one disk cache) compute a cold answer once; a holder that
         # died frees the lock within one short lease.
         replica_lock=StorageLock(

@@ -315,6 +315,13 @@ class Settings:
         "and answer_ttl_current.",
         check=_not_negative,
     )
+    refresh_window: float = _row(
+        900.0,
+        "With webhook_secret set: answers asked in the last this many seconds are computed "
+        "again in the background right after a webhook changes their facts, so their next "
+        "request is a cache hit (0: off; the askers' tokens stay in memory that long).",
+        check=_not_negative,
+    )
     system_hooks: bool = _row(
         False,
         "GitLab's system hooks (membership, project and group events) are delivered to the "

@@ -137,15 +137,15 @@ async def test_a_busy_callers_membership_is_decided_again_in_the_background(star
     assert (await get(stack, lead_time(11)))[0] == 200
     clock[0] += 200
     await permissions.refresh_due()
-    assert len(stack.fake.calls_of("project_members")) + len(
-        stack.fake.calls_of("group_members")
-    ) == 1
+    assert (
+        len(stack.fake.calls_of("project_members")) + len(stack.fake.calls_of("group_members")) == 1
+    )
     assert (await get(stack, lead_time(11)))[0] == 200
     clock[0] += 30  # in the last quarter
     await permissions.refresh_due()
-    assert len(stack.fake.calls_of("project_members")) + len(
-        stack.fake.calls_of("group_members")
-    ) == 2
+    assert (
+        len(stack.fake.calls_of("project_members")) + len(stack.fake.calls_of("group_members")) == 2
+    )
     calls = len(stack.fake.calls)
     clock[0] += 80  # past the first decision's membership_ttl: the renewed one serves
     await permissions.refresh_due()
