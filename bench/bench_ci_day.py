@@ -215,6 +215,8 @@ class Outcome:
     background_calls: int = 0
     quiet_latencies: list[float] = field(default_factory=list)  # requests without a call
     layers: Counter[str] = field(default_factory=Counter)  # X-Dora-Proxy-Cache of answers
+    # recomputed answers by caller, container and hour of the day
+    misses: Counter[str] = field(default_factory=Counter)
     with_data_calls: int = 0  # requests that made a data call (not only permission look-ups)
     warm_calls: int = 0
     checked: int = 0
@@ -436,7 +438,12 @@ async def _request(
     elapsed = time.perf_counter() - t0
     outcome.latencies.append(elapsed)
     made = fake.calls[before:]
-    outcome.layers[response.headers.get("X-Dora-Proxy-Cache", "?")] += 1
+    layer = response.headers.get("X-Dora-Proxy-Cache", "?")
+    outcome.layers[layer] += 1
+    if layer == "miss":
+        container = "group" if "/groups/" in url else "project"
+        hour = datetime.fromtimestamp(event.at, UTC).hour
+        outcome.misses[f"{who} {container} {hour:02d}h"] += 1
     if not made:
         outcome.quiet_latencies.append(elapsed)
     outcome.requests[who] += 1
@@ -507,6 +514,7 @@ def report(results: dict[str, Outcome]) -> None:
             f"- {mode}: calls in requests by kind: {kinds or 'none'}; statuses {dict(o.statuses)}"
         )
         print(f"  answered by layer (X-Dora-Proxy-Cache): {dict(o.layers)}")
+        print(f"  recomputed (miss) by caller, container, hour: {dict(sorted(o.misses.items()))}")
         if o.mismatch_examples:
             print(f"  mismatches, e.g.: {o.mismatch_examples}")
 

@@ -372,14 +372,24 @@ class FactsCollector:
         # deployment: a 200-project group has ~27 000, and their tasks, flights and pending
         # futures all alive at once were most of the request's peak memory (issue 16). The
         # upstream itself allows `upstream_concurrency` calls at a time anyway.
+        # Lists kept long (deployments older than MR_LINK_DELAY) in one batched read: a warm
+        # group recomputation reads thousands, and one guarded read each was most of its time.
+        keys = [self.keys.merge_requests(project_id, d.id) for d in deployments]
         found: dict[int, tuple[MergeRequest, ...]] = {}
-        pending = iter(deployments)
+        missing: list[Deployment] = []
+        for deployment, cached in zip(deployments, await self.storage.get_many(keys), strict=True):
+            if cached is None:
+                missing.append(deployment)  # counted by _deployment_mrs
+                continue
+            self.telemetry.cache_lookup("facts", True)
+            found[deployment.id] = f.merge_requests_from_json(f.loads(cached))  # type: ignore[arg-type]
+        pending = iter(missing)
 
         async def worker() -> None:
             for deployment in pending:
                 found[deployment.id] = await self._deployment_mrs(session, project_id, deployment)
 
-        await asyncio.gather(*(worker() for _ in range(min(MR_WORKERS, len(deployments)))))
+        await asyncio.gather(*(worker() for _ in range(min(MR_WORKERS, len(missing)))))
         return {d.id: found[d.id] for d in deployments}
 
     async def _deployment_mrs(

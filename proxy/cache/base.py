@@ -31,6 +31,11 @@ class Storage(Protocol):
         """The value, or None if absent, expired or undecodable (the latter logged and dropped)."""
         ...
 
+    async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        """`get` for many keys at once, in order: one round trip (Redis) or one pass without
+        yielding (disk), not N. A group's lead time reads one MR list per deployment."""
+        ...
+
     async def set(self, key: str, value: bytes, ttl: float | None) -> None:
         """Store `value`, replacing any old one; `ttl` seconds of life, None for no expiry."""
         ...

@@ -126,6 +126,9 @@ class DiskStorage:
             await self._run(cache.delete, key, retry=True)
             return None
 
+    async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        return [await self.get(key) for key in keys]
+
     async def set(self, key: str, value: bytes, ttl: float | None) -> None:
         """Group commit: sets that arrive while a write runs are committed together in the
         next transaction (one SQLite commit costs ~200 us; a row inside one ~35 us). Each

@@ -123,6 +123,9 @@ class GuardedStorage:
     async def get(self, key: str) -> bytes | None:
         return await self._guard("get", lambda: self.inner.get(key), None)
 
+    async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        return await self._guard("get_many", lambda: self.inner.get_many(keys), [None] * len(keys))
+
     async def set(self, key: str, value: bytes, ttl: float | None) -> None:
         await self._guard("set", lambda: self.inner.set(key, value, ttl), None)
 

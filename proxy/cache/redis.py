@@ -68,6 +68,14 @@ class RedisStorage:
                 await client.unlink(full)
             return None
 
+    async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        if not keys:
+            return []
+        client = self._opened()
+        with self._errors():
+            # MGET answers nil for a key holding another type: absent, as for `get`.
+            return list(await client.mget([self._key(key) for key in keys]))
+
     async def set(self, key: str, value: bytes, ttl: float | None) -> None:
         client = self._opened()
         full, value, ttl = self._key(key), check_value(value), check_ttl(ttl)

@@ -97,6 +97,15 @@ async def test_set_many_stores_every_entry_with_its_own_lifetime(storage: Storag
     await storage.set_many([])  # nothing to do is not an error
 
 
+async def test_get_many_reads_each_key_in_order(storage: Storage) -> None:
+    await storage.set_many([("a", b"1", 60), ("short", b"s", 0.2), ("c", b"3", None)])
+    await storage.incr("counter")
+    await asyncio.sleep(0.35)
+    got = await storage.get_many(["c", "missing", "a", "short", "a", "counter"])
+    assert got == [b"3", None, b"1", None, b"1", b"1"]
+    assert await storage.get_many([]) == []
+
+
 async def test_concurrent_sets_all_land(storage: Storage) -> None:
     """The disk storage commits concurrent sets together; none may be lost or misplaced."""
     await asyncio.gather(*(storage.set(f"k{n}", str(n).encode(), 60) for n in range(300)))
