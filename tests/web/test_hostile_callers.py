@@ -216,3 +216,40 @@ async def test_a_decision_never_outlives_the_user_record_it_used(start_stack) ->
     stack.world.users[1].is_admin = False  # demoted at GitLab
     clock[0] = 1061.0  # past the record's life, within the second decision's own ttl
     assert (await get(stack, lead_time(12), admin))[0] == 404  # private: not even visible
+
+
+async def test_readiness_is_503_while_the_permission_queue_is_full(start_stack) -> None:
+    """A full permission-check queue refuses every caller without a cached decision: the
+    process says so (503 JSON naming the queue) until the queue drains, then 200 again."""
+    stack = await start_stack(
+        busy_world(projects=1, deployments=1),
+        now=NOW,
+        permission_concurrency=1,
+        permission_queue_limit=2,
+        client_check_limit=0,
+    )
+    assert (await stack.client.get("/-/readiness")).status == 200
+    stack.fake.faults.latency = 0.3
+    stack.fake.faults.only_kinds = {"user"}
+    tokens = ["glpat-" + secrets.token_hex(10) for _ in range(3)]  # 1 worker + 2 waiting
+    checks = [
+        asyncio.ensure_future(get(stack, lead_time(11), {"PRIVATE-TOKEN": token}))
+        for token in tokens
+    ]
+    while not [call for call in stack.fake.calls_of("user") if call.token in tokens]:
+        await asyncio.sleep(0.01)  # the first check reached GitLab; the others queue behind
+    for _ in range(20):  # their calls are submitted to the pool as their requests arrive
+        response = await stack.client.get("/-/readiness")
+        body = await response.json()
+        if response.status != 200:
+            break
+        await asyncio.sleep(0.01)
+    assert response.status == 503, body
+    assert response.content_type == "application/json"
+    assert body["status"] == "unavailable" and body["failed"] == ["permission_queue"]
+    assert body["checks"]["permission_queue"].startswith("permission check queue full")
+    assert not any(check.done() for check in checks)
+    assert sorted(status for status, _, _ in await asyncio.gather(*checks)) == [401] * 3
+    response = await stack.client.get("/-/readiness")
+    assert response.status == 200
+    assert (await response.json())["checks"]["permission_queue"] == "ok"
