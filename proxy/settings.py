@@ -103,6 +103,13 @@ def _not_empty(value: str) -> str:
     return value
 
 
+def _networks(value: str) -> str:
+    from proxy.web.client_address import parse_networks
+
+    parse_networks(value)
+    return value
+
+
 def _optional(check: Check) -> Check:
     """For settings whose default is None: an empty string means unset."""
 
@@ -308,6 +315,32 @@ class Settings:
         "and answer_ttl_current.",
         check=_not_negative,
     )
+    refresh_window: float = _row(
+        900.0,
+        "With webhook_secret set: answers asked in the last this many seconds are computed "
+        "again in the background right after a webhook changes their facts, so their next "
+        "request is a cache hit (0: off; the askers' tokens stay in memory that long).",
+        check=_not_negative,
+    )
+    system_hooks: bool = _row(
+        False,
+        "GitLab's system hooks (membership, project and group events) are delivered to the "
+        "webhook receiver (needs webhook_secret; self-managed GitLab, admin area): membership "
+        "decisions are then kept until a hook reports a change (at most membership_ttl), and "
+        "recently used tokens are re-checked in the background every permission_ttl.",
+    )
+    membership_ttl: float = _row(
+        900.0,
+        "With system_hooks: seconds a membership decision is kept at most (GitLab sends no hook "
+        "for a group transfer or a removed group share: this bounds those).",
+        check=_positive,
+    )
+    permission_keepalive: float = _row(
+        900.0,
+        "With system_hooks: seconds after its last request a token's user is still re-read in "
+        "the background before its record expires (0: never; the token stays in memory only).",
+        check=_not_negative,
+    )
     server_secret: str | None = _row(
         None,
         "Key of the per-credential MAC (keyed BLAKE2b) that names in-memory permission decisions "
@@ -379,14 +412,14 @@ class Settings:
         check=_at_least(1),
     )
     client_check_limit: int = _row(
-        8,
+        2,
         "Most uncached permission checks one client address may have in flight; up to "
         "client_check_queue more wait their turn, further ones answer 429, asking to retry "
-        "(0 turns the limit off; behind a reverse proxy every client shares its address).",
+        "(0 turns the limit off; behind a reverse proxy, list it in trusted_proxies).",
         check=_at_least(0),
     )
     client_check_queue: int = _row(
-        256,
+        16,
         "Uncached permission checks of one client address that may wait for a turn "
         "(see client_check_limit).",
         check=_at_least(0),
@@ -396,7 +429,7 @@ class Settings:
         "Most requests one client address may have forwarded to GitLab at once (pass-through "
         "and forwarded GraphQL; all share 100 upstream connections); up to client_forward_queue "
         "more wait their turn, further ones answer 429, asking to retry (0 turns the limit off; "
-        "behind a reverse proxy every client shares its address).",
+        "behind a reverse proxy, list it in trusted_proxies).",
         check=_at_least(0),
     )
     client_forward_queue: int = _row(
@@ -415,6 +448,13 @@ class Settings:
         "Most client connections open at once (also kept below the limit of open files); more "
         "are closed as they arrive.",
         check=_at_least(1),
+    )
+    trusted_proxies: str = _row(
+        "",
+        "Comma-separated addresses or networks (CIDR) of reverse proxies in front of the proxy; "
+        "for requests from them the client is the address they append to X-Forwarded-For, so "
+        "per-client limits count each user, not the reverse proxy (empty: the peer address).",
+        check=_networks,
     )
     max_client_connections: int = _row(
         0,

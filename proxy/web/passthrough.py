@@ -37,6 +37,7 @@ from proxy.client_gate import ClientGate
 from proxy.errors import BadGateway, GatewayTimeout
 from proxy.settings import Settings
 from proxy.telemetry.prometheus import TELEMETRY
+from proxy.web.client_address import client_of
 from proxy.web.routing import json_error
 
 log = structlog.get_logger("proxy.passthrough")
@@ -286,7 +287,7 @@ async def forward(request: web.Request, passthrough: PassThrough) -> web.StreamR
     if looped(request):
         return json_error(508, LOOP_DETECTED)
     data = _paced(request.content, passthrough.read_timeout) if request.body_exists else None
-    async with passthrough.gate.enter(request.remote):  # one upstream connection, held
+    async with passthrough.gate.enter(client_of(request)):  # one upstream connection, held
         upstream_response = await passthrough.open(
             request.method,
             request.raw_path,
