@@ -24,11 +24,12 @@ import asyncio
 import contextlib
 import math
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import structlog
 
+from proxy.client_gate import ClientGate
 from proxy.credentials import Credential, caller_key, could_be_a_token, mac_key
 from proxy.errors import (
     GROUP_NOT_FOUND,
@@ -36,7 +37,6 @@ from proxy.errors import (
     BadGateway,
     NotFound,
     ProxyError,
-    TooManyRequests,
     Unauthorized,
     UpstreamRejected,
 )
@@ -134,58 +134,6 @@ class DecisionCache:
         """Every live entry (a copy: callers may put while they go through it)."""
         now = self._clock()
         return [(key, entry) for key, entry in self._entries.items() if entry.expires > now]
-
-
-class ClientGate:
-    """At most `limit` uncached permission checks in flight per client address (0: no limit),
-    and at most `WAITING_PER_CLIENT` more waiting for their turn; past that, 429 at once.
-
-    Each check of an unknown token costs upstream calls; a flood of random tokens from one
-    address waits its turn behind its own checks (and is refused past the waiting room)
-    instead of filling the permission pool that every other caller's first check shares.
-    """
-
-    def __init__(self, limit: int, waiting: int = WAITING_PER_CLIENT) -> None:
-        self.limit = limit
-        self.waiting = waiting
-        self._clients: dict[str, _ClientTurns] = {}
-        self.refused = 0
-
-    @contextlib.asynccontextmanager
-    async def enter(self, client: str | None) -> AsyncIterator[None]:
-        if not self.limit or client is None:
-            yield
-            return
-        turns = self._clients.get(client)
-        if turns is None:
-            turns = self._clients[client] = _ClientTurns(asyncio.Semaphore(self.limit))
-        if turns.semaphore.locked() and turns.waiting >= self.waiting:
-            self.refused += 1
-            raise TooManyRequests(
-                1, detail=f"over {self.limit + self.waiting} permission checks from one client"
-            )
-        turns.users += 1
-        turns.waiting += 1
-        try:
-            try:
-                await turns.semaphore.acquire()
-            finally:
-                turns.waiting -= 1
-            try:
-                yield
-            finally:
-                turns.semaphore.release()
-        finally:
-            turns.users -= 1
-            if turns.users == 0:
-                self._clients.pop(client, None)
-
-
-@dataclass(slots=True)
-class _ClientTurns:
-    semaphore: asyncio.Semaphore
-    users: int = 0  # checks in flight or waiting
-    waiting: int = 0
 
 
 class Permissions:

@@ -424,6 +424,20 @@ class Settings:
         "(see client_check_limit).",
         check=_at_least(0),
     )
+    client_forward_limit: int = _row(
+        32,
+        "Most requests one client address may have forwarded to GitLab at once (pass-through "
+        "and forwarded GraphQL; all share 100 upstream connections); up to client_forward_queue "
+        "more wait their turn, further ones answer 429, asking to retry (0 turns the limit off; "
+        "behind a reverse proxy, list it in trusted_proxies).",
+        check=_at_least(0),
+    )
+    client_forward_queue: int = _row(
+        16,
+        "Forwarded requests of one client address that may wait for a turn "
+        "(see client_forward_limit).",
+        check=_at_least(0),
+    )
     idle_connection_timeout: float = _row(
         5.0,
         "Seconds a client connection may stay open without sending a request (first or next).",

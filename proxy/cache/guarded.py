@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 import structlog
 
 from proxy.cache.base import Storage, StorageError
+from proxy.cache.disk import headroom
 
 log = structlog.get_logger("proxy.cache")
 T = TypeVar("T")
@@ -170,17 +171,20 @@ class GuardedStorage:
 
 
 def warn_if_cache_exceeds_free_space(directory: Path, size_limit: int) -> None:
-    """Warn at start when `cache_size_limit` cannot fit: the disk would fill before eviction."""
+    """Warn at start when `cache_size_limit` (plus the WAL and the reserve the disk cache keeps,
+    `headroom`) cannot fit: the disk would fill before eviction."""
     try:
         usage = shutil.disk_usage(directory)
     except OSError:
         return
     used = sum(f.stat().st_size for f in directory.glob("cache.db*") if f.is_file())
-    if size_limit > usage.free + used:
+    extra = headroom(directory)
+    if size_limit + extra > usage.free + used:
         log.warning(
             "cache_size_limit_exceeds_free_space",
             directory=str(directory),
             cache_size_limit=size_limit,
+            headroom_bytes=extra,
             free_bytes=usage.free,
             advice="lower cache_size_limit below the free space, or give the cache more room",
         )

@@ -12,6 +12,7 @@ whether a token came) for the tests.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import TYPE_CHECKING, Any
 
@@ -113,6 +114,9 @@ class _Endpoint:
                 "authenticated": token is not None,
             }
         )
+        faults = self.fake.faults
+        if faults.latency > 0 and faults.matches("graphql"):  # a slow GitLab, GraphQL too
+            await asyncio.sleep(faults.latency)
         user = None
         if token is not None:
             user = self.fake.world.user_for_token(token)

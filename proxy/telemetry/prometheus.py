@@ -105,6 +105,10 @@ class Telemetry:
         with self.computations.track_inprogress():
             return await work
 
+    def count_refusals(self, name: str, doc: str, read: Callable[[], int]) -> None:
+        """A counter kept by its owner (e.g. a `ClientGate`'s `refused`), read at scrape time."""
+        self.registry.register(ReadCounter(f"{PREFIX}_{name}", doc, read))
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
 
@@ -183,6 +187,21 @@ class CacheLookups(Collector):
     def describe(self) -> Iterator[Metric]:
         for name, doc, _ in self.families:
             yield CounterMetricFamily(name, doc, labels=("layer",))
+
+
+class ReadCounter(Collector):
+    """One unlabelled counter whose value its owner keeps (no lock, no second copy)."""
+
+    def __init__(self, name: str, doc: str, read: Callable[[], int]) -> None:
+        self.name, self.doc, self.read = name, doc, read
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(self.name, self.doc)
+        family.add_metric([], self.read())
+        yield family
+
+    def describe(self) -> Iterator[Metric]:
+        yield CounterMetricFamily(self.name, self.doc)
 
 
 TELEMETRY = web.AppKey("telemetry", Telemetry)

@@ -240,18 +240,21 @@ async def _remote(
         if name.lower() not in ("content-length", "content-type", "content-encoding")
     ]
     headers.append(("Content-Type", "application/json"))
-    response = await passthrough.open("POST", PATH, headers, body)
-    try:
-        if response.status != 200 or response.content_type != "application/json":
-            return await relay(
-                request, response, passthrough.public_base(request), passthrough.upstream
-            )
+    async with passthrough.gate.enter(client_of(request)):  # one upstream connection, held
+        response = await passthrough.open("POST", PATH, headers, body)
         try:
-            answer = await response.json()
-        except ValueError:
-            raise BadGateway(detail="POST /api/graphql: upstream answered invalid JSON") from None
-    finally:
-        response.release()
+            if response.status != 200 or response.content_type != "application/json":
+                return await relay(
+                    request, response, passthrough.public_base(request), passthrough.upstream
+                )
+            try:
+                answer = await response.json()
+            except ValueError:
+                raise BadGateway(
+                    detail="POST /api/graphql: upstream answered invalid JSON"
+                ) from None
+        finally:
+            response.release()
     if not isinstance(answer, dict):
         raise BadGateway(detail="POST /api/graphql: upstream answered no GraphQL object")
     return answer
@@ -268,15 +271,16 @@ async def _forward(
     if looped(request):
         return json_error(508, LOOP_DETECTED)
     data = body if request.method == "POST" else None
-    response = await passthrough.open(
-        request.method, request.raw_path, forwarded_headers(request), data
-    )
-    try:
-        return await relay(
-            request, response, passthrough.public_base(request), passthrough.upstream
+    async with passthrough.gate.enter(client_of(request)):  # one upstream connection, held
+        response = await passthrough.open(
+            request.method, request.raw_path, forwarded_headers(request), data
         )
-    finally:
-        response.release()
+        try:
+            return await relay(
+                request, response, passthrough.public_base(request), passthrough.upstream
+            )
+        finally:
+            response.release()
 
 
 __all__ = ["PATH", "ServiceBackend", "graphql_endpoint"]

@@ -12,6 +12,11 @@ logged. Compressed bodies stay compressed (no decoding on the way through).
 base URL (`public_url`, else the scheme and host the caller used), so a client paging through
 a listing stays on the proxy.
 
+Fairness: one client address has at most `client_forward_limit` forwarded requests in flight
+and `client_forward_queue` waiting (`ClientGate`); past that, 429 with `Retry-After` at once,
+counted in `dora_proxy_forwarded_refused`. Without it one client could hold all
+`MAX_CONNECTIONS` upstream connections and every other caller's forwarded request would wait.
+
 Deadlines: the upstream must answer the headers within `request_deadline` and each read within
 `upstream_timeout` (504 before the headers; the connection is cut if a body stalls after them);
 an unreachable upstream is 502. Both as the DORA routes answer them.
@@ -28,8 +33,11 @@ from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
+from proxy.client_gate import ClientGate
 from proxy.errors import BadGateway, GatewayTimeout
 from proxy.settings import Settings
+from proxy.telemetry.prometheus import TELEMETRY
+from proxy.web.client_address import client_of
 from proxy.web.routing import json_error
 
 log = structlog.get_logger("proxy.passthrough")
@@ -72,6 +80,9 @@ class PassThrough:
         self.public_url = (settings.public_url or "").rstrip("/") or None
         self.deadline = settings.request_deadline
         self.read_timeout = settings.upstream_timeout
+        self.gate = ClientGate(
+            settings.client_forward_limit, settings.client_forward_queue, "forwarded requests"
+        )
         self._session: aiohttp.ClientSession | None = None
 
     @property
@@ -276,19 +287,20 @@ async def forward(request: web.Request, passthrough: PassThrough) -> web.StreamR
     if looped(request):
         return json_error(508, LOOP_DETECTED)
     data = _paced(request.content, passthrough.read_timeout) if request.body_exists else None
-    upstream_response = await passthrough.open(
-        request.method,
-        request.raw_path,
-        forwarded_headers(request),
-        data,
-        streamed_body=data is not None,
-    )
-    try:
-        return await relay(
-            request, upstream_response, passthrough.public_base(request), passthrough.upstream
+    async with passthrough.gate.enter(client_of(request)):  # one upstream connection, held
+        upstream_response = await passthrough.open(
+            request.method,
+            request.raw_path,
+            forwarded_headers(request),
+            data,
+            streamed_body=data is not None,
         )
-    finally:
-        upstream_response.release()
+        try:
+            return await relay(
+                request, upstream_response, passthrough.public_base(request), passthrough.upstream
+            )
+        finally:
+            upstream_response.release()
 
 
 PASS_THROUGH = web.AppKey("pass_through", PassThrough)
@@ -305,6 +317,13 @@ def setup(app: web.Application, settings: Settings) -> PassThrough | None:
     None when requests are not to be forwarded."""
     passthrough = PassThrough(settings)
     app[PASS_THROUGH] = passthrough
+    if TELEMETRY in app:
+        app[TELEMETRY].count_refusals(
+            "forwarded_refused",
+            "Requests to forward upstream (pass-through, forwarded GraphQL) answered 429 "
+            "because their client address was past client_forward_limit + client_forward_queue.",
+            lambda: passthrough.gate.refused,
+        )
 
     async def session(app: web.Application) -> AsyncIterator[None]:
         await passthrough.start()

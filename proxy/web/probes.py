@@ -114,8 +114,10 @@ class Readiness:
     - `cache`: a write/read/delete round trip within the timeout. A failing cache does not make
       the process unready (requests are answered uncached, see proxy/cache/guarded.py): it is
       reported as degraded.
-    - `upstream_queue`: upstream calls waiting for a worker, against the queue's bound. A full
-      queue answers new cold requests 503 at once: the process is unready until it drains.
+    - `permission_queue`: permission checks' upstream calls waiting for a worker of their pool,
+      against `permission_queue_limit`. A full queue answers every caller without a cached
+      decision 503 at once: the process is unready (503, naming the queue) until it drains,
+      so a load balancer sends new callers to another replica meanwhile.
 
     GitLab's own health is not a readiness check: every replica shares one GitLab, so a GitLab
     blip would take them all out of the load balancer at once. It is reported by `/-/health`
@@ -142,7 +144,7 @@ class Readiness:
         self.upstream.refresh()
         cache = await self._cache()
         queue = self.saturated() or "ok"
-        return queue == "ok", {"cache": cache, "upstream_queue": queue}
+        return queue == "ok", {"cache": cache, "permission_queue": queue}
 
     async def _cache(self) -> str:
         task = asyncio.ensure_future(self.storage.check_writable())

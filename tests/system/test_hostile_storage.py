@@ -189,3 +189,75 @@ def test_cache_commands_on_a_broken_cache_print_one_line_and_fail(tmp_path: Path
         lines = done.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("dora-proxy: cache error:"), done.stderr
         assert "Traceback" not in done.stderr and done.stdout == ""
+
+
+SHORT_LIVED = {
+    "answer_ttl_past": 2.0,
+    "answer_ttl_current": 2.0,
+    "facts_ttl_settled": 2.0,
+    "facts_ttl_recent": 2.0,
+}
+
+
+async def test_a_volume_the_cache_filled_recovers_once_its_entries_expire(
+    start_stack, full_tmpfs: Path
+) -> None:
+    """The cache itself fills a volume smaller than SQLite's default WAL (4 MiB): writes fail.
+    Once the entries expire, a write culls them and folds the WAL back, and answers are cached
+    again: the volume does not stay wedged (it did: nothing could be culled or checkpointed)."""
+    cache_dir = full_tmpfs / "cache"
+    stack = await start(start_stack, cache_dir=cache_dir, cache_url=None, **SHORT_LIVED)
+    disk = stack.storage.inner
+    # Fill the volume with the cache's own short-lived entries (about 400 answers' worth),
+    # until a write fails; the proxy still answers every request meanwhile.
+    filler = [(f"-/filler/{n}", os.urandom(2000), 2.0) for n in range(5000)]
+    written = 0
+    with capture_logs():
+        for start_at in range(0, len(filler), 20):
+            try:
+                await disk.set_many(filler[start_at : start_at + 20])
+            except Exception:
+                break
+            written += 20
+    assert 0 < written < len(filler), "the volume never filled"
+    assert shutil.disk_usage(full_tmpfs).free < 64 * 1024
+    with capture_logs() as logs:
+        status, _ = await stack.get(QUERY + "deployment_frequency", MARIA)
+        assert status == 200
+        assert stack.storage.degraded, "the answer could not be written"
+
+        await asyncio.sleep(2.5)  # every entry has expired
+        # Ask until an answer comes from the cache (the clean-up runs at most every 5 s and
+        # the breaker skips the cache for 5 s after failures): bounded, and never a 500.
+        answers, cached_after = [], None
+        for attempt in range(40):
+            stack.fake.reset_calls()
+            answers.append((await stack.get(QUERY + "change_failure_rate", MARIA))[0])
+            if not stack.fake.data_calls():
+                cached_after = attempt
+                break
+            await asyncio.sleep(0.25)
+    assert set(answers) == {200}
+    assert cached_after is not None, "answers were never cached again: the volume stayed full"
+    assert stack.storage.degraded is None
+    assert shutil.disk_usage(full_tmpfs).free > 512 * 1024
+    assert events(logs, "cache_volume_full")
+    assert not events(logs, "unhandled_error")
+
+
+async def test_the_start_warning_counts_the_wal_and_the_reserve(
+    start_stack, full_tmpfs: Path
+) -> None:
+    """A 2 MiB volume holds a 1 MiB limit and the cache's headroom, not a 1.75 MiB limit."""
+    for limit, warned in ((1_835_008, 1), (1 << 20, 0)):
+        with capture_logs() as logs:
+            await start(
+                start_stack,
+                cache_dir=full_tmpfs / f"c{limit}",
+                cache_url=None,
+                cache_size_limit=limit,
+            )
+        found = events(logs, "cache_size_limit_exceeds_free_space")
+        assert len(found) == warned, (limit, found)
+        if found:
+            assert found[0]["headroom_bytes"] > 0

@@ -218,6 +218,92 @@ async def test_a_decision_never_outlives_the_user_record_it_used(start_stack) ->
     assert (await get(stack, lead_time(12), admin))[0] == 404  # private: not even visible
 
 
+async def test_readiness_is_503_while_the_permission_queue_is_full(start_stack) -> None:
+    """A full permission-check queue refuses every caller without a cached decision: the
+    process says so (503 JSON naming the queue) until the queue drains, then 200 again."""
+    stack = await start_stack(
+        busy_world(projects=1, deployments=1),
+        now=NOW,
+        permission_concurrency=1,
+        permission_queue_limit=2,
+        client_check_limit=0,
+    )
+    assert (await stack.client.get("/-/readiness")).status == 200
+    stack.fake.faults.latency = 0.3
+    stack.fake.faults.only_kinds = {"user"}
+    tokens = ["glpat-" + secrets.token_hex(10) for _ in range(3)]  # 1 worker + 2 waiting
+    checks = [
+        asyncio.ensure_future(get(stack, lead_time(11), {"PRIVATE-TOKEN": token}))
+        for token in tokens
+    ]
+    while not [call for call in stack.fake.calls_of("user") if call.token in tokens]:
+        await asyncio.sleep(0.01)  # the first check reached GitLab; the others queue behind
+    for _ in range(20):  # their calls are submitted to the pool as their requests arrive
+        response = await stack.client.get("/-/readiness")
+        body = await response.json()
+        if response.status != 200:
+            break
+        await asyncio.sleep(0.01)
+    assert response.status == 503, body
+    assert response.content_type == "application/json"
+    assert body["status"] == "unavailable" and body["failed"] == ["permission_queue"]
+    assert body["checks"]["permission_queue"].startswith("permission check queue full")
+    assert not any(check.done() for check in checks)
+    assert sorted(status for status, _, _ in await asyncio.gather(*checks)) == [401] * 3
+    response = await stack.client.get("/-/readiness")
+    assert response.status == 200
+    assert (await response.json())["checks"]["permission_queue"] == "ok"
+
+
+async def _from(address: str, stack, requests: list[tuple[str, str, object]]):
+    """`requests` (method, target, JSON body or None) at once, from the client `address`."""
+    connector = aiohttp.TCPConnector(local_addr=(address, 0))
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def one(method: str, target: str, body: object):
+            async with session.request(
+                method, f"{stack.base_url}{target}", headers=MARIA, json=body
+            ) as r:
+                return r.status, await r.text(), r.headers
+
+        return await asyncio.gather(*(one(*request) for request in requests))
+
+
+async def test_one_client_cannot_hold_every_forwarded_connection(start_stack) -> None:
+    """Pass-through and forwarded GraphQL share 100 upstream connections: one client address
+    gets `client_forward_limit` of them and `client_forward_queue` waiting; its next requests
+    answer 429 JSON at once (counted), and another client address is still served."""
+    stack = await start_stack(
+        busy_world(projects=1, deployments=1),
+        now=NOW,
+        client_forward_limit=2,
+        client_forward_queue=1,
+    )
+    stack.fake.faults.latency = 1.0
+    passthrough = [("GET", "/api/v4/projects/11", None)] * 6
+    graphql = [("POST", "/api/graphql", {"query": "{ currentUser { username } }"})] * 6
+    for flood in (passthrough, graphql):
+        greedy = asyncio.ensure_future(_from("127.0.0.1", stack, flood))
+        for _ in range(200):  # until the greedy client's first two reached GitLab
+            if len(stack.fake.calls) + len(stack.fake.graphql_calls) >= 2:
+                break
+            await asyncio.sleep(0.01)
+        ((other, _, _),) = await _from("127.0.0.2", stack, flood[:1])
+        assert other == 200
+        assert not greedy.done(), "the other client waited for the greedy one"
+        answers = await greedy
+        statuses = sorted(status for status, _, _ in answers)
+        assert statuses == [200] * 3 + [429] * 3
+        for status, body, headers in answers:
+            if status == 429:
+                assert body == '{"message":"429 Too Many Requests"}'
+                assert headers["Retry-After"] == "1"
+        stack.fake.reset_calls()
+        stack.fake.graphql_calls.clear()
+    samples, _ = await scrape(stack)
+    assert value(samples, "dora_proxy_forwarded_refused_total") == 6
+
+
 async def _junk_flood(stack, count: int, forwarded_for=None) -> list[int]:
     async def one(n: int) -> int:
         headers = {"PRIVATE-TOKEN": "glpat-" + secrets.token_hex(10)}

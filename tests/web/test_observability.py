@@ -176,7 +176,7 @@ async def test_readiness_checks_the_cache_and_probes_upstream_anonymously(start_
     assert response.status == 200
     body = await response.json()
     assert body["status"] == "ok"
-    assert body["checks"] == {"cache": "ok", "upstream_queue": "ok"}
+    assert body["checks"] == {"cache": "ok", "permission_queue": "ok"}
     assert await stack.client.app[READINESS].upstream.wait() == "ok"
     (call,) = stack.fake.calls  # one anonymous call to an allowed endpoint, answered 401
     assert (call.kind, call.token, call.status) == ("user", None, 401)
