@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import weakref
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -201,7 +201,10 @@ class FactsCollector:
             value = [{"id": p.id, "full_path": p.full_path} for p in projects]
             ttl = self.policy.ttl_listing
             await put(
-                self.storage, key, f.dumps(value), self.policy.ttl_recent if ttl is None else ttl
+                self.storage,
+                key,
+                f.dump_entry(value),
+                self.policy.ttl_recent if ttl is None else ttl,
             )
             return projects
 
@@ -237,7 +240,7 @@ class FactsCollector:
             await put(
                 self.storage,
                 key,
-                f.dumps(f.environments_to_json(environments)),
+                f.dump_entry(environments),
                 self.policy.ttl_recent,
             )
             return environments
@@ -285,10 +288,8 @@ class FactsCollector:
             day = self.local_day(deployment.finished_at)
             if day in by_day:
                 by_day[day].append(deployment)
-        await self._write_days(
-            self._deployment_entries(project_id),
-            {day: f.deployments_to_json(tuple(items)) for day, items in by_day.items()},
-        )
+        # The records as they are: `dump_entry` writes them as `deployments_to_json` would.
+        await self._write_days(self._deployment_entries(project_id), by_day)
         return [d for items in by_day.values() for d in items]
 
     def _deployment_entries(self, project_id: int) -> DayEntries:
@@ -335,7 +336,7 @@ class FactsCollector:
         """Days before this one are settled at `now` (today never is)."""
         return min(self.calendar.recent_days(now), default=self.calendar.local_day(now))
 
-    async def _write_days(self, entries: DayEntries, by_day: dict[date, list]) -> None:
+    async def _write_days(self, entries: DayEntries, by_day: Mapping[date, Sequence]) -> None:
         """Store freshly fetched days: recent ones alone, settled ones merged into their
         month's entry (days fetched earlier keep their own fetch time)."""
         now = self.clock()
@@ -347,7 +348,7 @@ class FactsCollector:
                 text = day.isoformat()
                 months.setdefault(text[:7], {})[text] = [now.timestamp(), value]
             else:
-                items.append((entries.day(day), f.dumps(value), self.policy.ttl_recent))
+                items.append((entries.day(day), f.dump_entry(value), self.policy.ttl_recent))
         oldest = now.timestamp() - self.policy.ttl_settled
         for month, fetched in months.items():
             key = entries.month(month)
@@ -358,7 +359,7 @@ class FactsCollector:
                 if entry[0] > oldest
             }
             merged.update(fetched)
-            items.append((key, f.dumps(merged), self.policy.ttl_settled))
+            items.append((key, f.dump_entry(merged), self.policy.ttl_settled))
         await put_many(self.storage, items)
 
     # ---- merge requests -----------------------------------------------------------------------
@@ -401,7 +402,7 @@ class FactsCollector:
         async def fetch() -> tuple[MergeRequest, ...]:
             mrs = await session.fetch_deployment_merge_requests(project_id, deployment.id)
             now = self.clock()
-            value = f.dumps(f.merge_requests_to_json(mrs))
+            value = f.dump_entry(mrs)
             if linked_by <= now:
                 await put(self.storage, key, value, self.policy.ttl_settled)
             else:
@@ -444,9 +445,7 @@ class FactsCollector:
                     if day in by_day and incident not in by_day[day]:
                         by_day[day].append(incident)
         stored = {day: tuple(items) for day, items in by_day.items()}
-        await self._write_days(
-            entries, {day: f.incidents_to_json(value) for day, value in stored.items()}
-        )
+        await self._write_days(entries, stored)
         return stored
 
     async def _incidents(
