@@ -157,22 +157,36 @@ class FactsCollector:
         if not days:
             return []
         ids = [p.id for p in projects]
-        incidents: dict[int, tuple[Incident, ...]] = {}
         group_stream = need.incidents and len(ids) >= GROUP_ISSUES_MIN_PROJECTS
-        if group_stream:
-            incidents = await self._group_incidents(session, group, ids, days)
-        per_project = await asyncio.gather(
-            *(
-                self.project_facts(
-                    session,
-                    pid,
-                    start,
-                    end,
-                    Need(need.merge_requests, need.incidents and not group_stream, need.tiers),
-                )
-                for pid in ids
-            )
+        # The group's incident stream is fetched first (its few pages would otherwise queue
+        # behind hundreds of project calls), and its days are stored while the projects'
+        # facts are fetched: storing 200 projects' incident days first kept a cold group
+        # request from its first deployment call for ~0.3 s (issue 16).
+        handoff = _Handoff()
+        incidents_task = asyncio.ensure_future(
+            self._group_incidents(session, group, ids, days, handoff)
+            if group_stream
+            else _no_incidents(handoff)
         )
+        try:
+            await _until(handoff.streamed, incidents_task)
+            projects = asyncio.gather(
+                *(
+                    self.project_facts(
+                        session,
+                        pid,
+                        start,
+                        end,
+                        Need(need.merge_requests, need.incidents and not group_stream, need.tiers),
+                    )
+                    for pid in ids
+                )
+            )
+            handoff.projects_started.set()  # their first calls are queued before the storing
+            per_project = await projects
+            incidents = await incidents_task
+        finally:
+            _discard(incidents_task)
         if group_stream:
             per_project = [
                 ProjectFacts(
@@ -476,10 +490,17 @@ class FactsCollector:
         group: ContainerInfo,
         project_ids: list[int],
         days: list[date],
+        handoff: _Handoff,
     ) -> dict[int, tuple[Incident, ...]]:
-        """One group issues stream fills every project's missing incident days."""
-        async with self._lock(self.keys.group_incidents_lock(group.id)):
-            return await self._group_incidents_locked(session, group, project_ids, days)
+        """One group issues stream fills every project's missing incident days; the storing
+        waits for the projects' fetches to start (see `_Handoff`)."""
+        try:
+            async with self._lock(self.keys.group_incidents_lock(group.id)):
+                return await self._group_incidents_locked(
+                    session, group, project_ids, days, handoff
+                )
+        finally:
+            handoff.streamed.set()
 
     async def _group_incidents_locked(
         self,
@@ -487,6 +508,7 @@ class FactsCollector:
         group: ContainerInfo,
         project_ids: list[int],
         days: list[date],
+        handoff: _Handoff,
     ) -> dict[int, tuple[Incident, ...]]:
         cached = await asyncio.gather(
             *(self._cached_incident_days(pid, days) for pid in project_ids)
@@ -497,6 +519,10 @@ class FactsCollector:
             fetched = await session.fetch_group_incidents(
                 group.id, self.local_midnight(min(missing_any))
             )
+        handoff.streamed.set()
+        await handoff.projects_started.wait()
+        # One project after another: each store yields at its write, so the projects' fetches,
+        # started meanwhile (`_Handoff`), keep the upstream busy while this runs.
         result: dict[int, tuple[Incident, ...]] = {}
         for pid, (entries, found, missing) in zip(project_ids, cached, strict=True):
             if missing:
@@ -551,3 +577,37 @@ def merge_incident_days(
 
 async def _constant(value: tuple[()]) -> tuple[()]:
     return value
+
+
+class _Handoff:
+    """Between a group's incident stream and its projects' fetches: the stream's pages go first
+    (`streamed`: no upstream call left, only storing), then the projects' first calls are queued
+    (`projects_started`), then the incident days are stored while those calls run."""
+
+    def __init__(self) -> None:
+        self.streamed = asyncio.Event()
+        self.projects_started = asyncio.Event()
+
+
+async def _no_incidents(handoff: _Handoff) -> dict[int, tuple[Incident, ...]]:
+    handoff.streamed.set()
+    return {}
+
+
+async def _until(event: asyncio.Event, task: asyncio.Future[object]) -> None:
+    """Wait for `event`, or for `task` to end first (its failure is raised at once)."""
+    waiter = asyncio.ensure_future(event.wait())
+    try:
+        await asyncio.wait((waiter, task), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiter.cancel()
+    if task.done() and not event.is_set():
+        task.result()
+
+
+def _discard(task: asyncio.Future[object]) -> None:
+    """A side task nobody awaits any more: cancelled if running, its failure marked seen."""
+    if not task.done():
+        task.cancel()
+    elif not task.cancelled():
+        task.exception()
