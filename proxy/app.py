@@ -35,6 +35,7 @@ from proxy.web import (
     probes,
     webhooks,
 )
+from proxy.web.client_address import CLIENT_ADDRESS, ClientAddress, parse_networks
 from proxy.web.probes import (
     READINESS,
     READINESS_TIMEOUT,
@@ -206,6 +207,7 @@ def create_app(
             REQUEST_LOG.flush()
 
     app.cleanup_ctx.append(resources)
+    app[CLIENT_ADDRESS] = ClientAddress(parse_networks(settings.trusted_proxies))
     dora_export.setup(app, settings, handlers.SERVICE)  # after `resources`: needs the service
     for name, path in API_ROUTES:
         add_route(app, "GET", path, handlers.dora_metrics, name)

@@ -33,7 +33,7 @@ from proxy.single_flight import SingleFlight
 from proxy.upstream import UpstreamSession, UpstreamStatus
 
 REPORTER = 20
-WAITING_PER_CLIENT = 256  # checks of one client address waiting for a turn (default)
+WAITING_PER_CLIENT = 16  # checks of one client address waiting for a turn (default)
 _MAX_ENTRIES = 50_000
 
 
@@ -143,7 +143,11 @@ class _ClientTurns:
 
 class Permissions:
     def __init__(
-        self, secret: bytes, ttl: float, client_limit: int = 0, client_queue: int = 256
+        self,
+        secret: bytes,
+        ttl: float,
+        client_limit: int = 0,
+        client_queue: int = WAITING_PER_CLIENT,
     ) -> None:
         self.secret = mac_key(secret)
         self.cache = DecisionCache(ttl)

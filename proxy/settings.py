@@ -103,6 +103,13 @@ def _not_empty(value: str) -> str:
     return value
 
 
+def _networks(value: str) -> str:
+    from proxy.web.client_address import parse_networks
+
+    parse_networks(value)
+    return value
+
+
 def _optional(check: Check) -> Check:
     """For settings whose default is None: an empty string means unset."""
 
@@ -379,14 +386,14 @@ class Settings:
         check=_at_least(1),
     )
     client_check_limit: int = _row(
-        8,
+        2,
         "Most uncached permission checks one client address may have in flight; up to "
         "client_check_queue more wait their turn, further ones answer 429, asking to retry "
-        "(0 turns the limit off; behind a reverse proxy every client shares its address).",
+        "(0 turns the limit off; behind a reverse proxy, list it in trusted_proxies).",
         check=_at_least(0),
     )
     client_check_queue: int = _row(
-        256,
+        16,
         "Uncached permission checks of one client address that may wait for a turn "
         "(see client_check_limit).",
         check=_at_least(0),
@@ -401,6 +408,13 @@ class Settings:
         "Most client connections open at once (also kept below the limit of open files); more "
         "are closed as they arrive.",
         check=_at_least(1),
+    )
+    trusted_proxies: str = _row(
+        "",
+        "Comma-separated addresses or networks (CIDR) of reverse proxies in front of the proxy; "
+        "for requests from them the client is the address they append to X-Forwarded-For, so "
+        "per-client limits count each user, not the reverse proxy (empty: the peer address).",
+        check=_networks,
     )
     max_client_connections: int = _row(
         0,

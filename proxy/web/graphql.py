@@ -37,6 +37,7 @@ from proxy.graphql_dora import Access
 from proxy.query import TIERS
 from proxy.service import DoraRequest, DoraService
 from proxy.upstream import CURRENT_STATS, CallStats, count_upstream_calls
+from proxy.web.client_address import client_of
 from proxy.web.handlers import SERVICE
 from proxy.web.passthrough import (
     LOOP_DETECTED,
@@ -65,6 +66,7 @@ class ServiceBackend:
     ) -> None:
         self.service = service
         self.credential = credential
+        self.client = client_of(request)
         self.passthrough = passthrough
         self.credential_headers = [
             (name, request.headers[name]) for name in CREDENTIAL_HEADERS if name in request.headers
@@ -78,7 +80,7 @@ class ServiceBackend:
         session = self.service.upstream.session(self.credential)
         try:
             info = await self.service.permissions.authorize(
-                session, self.credential, container, full_path
+                session, self.credential, container, full_path, self.client
             )
         except NotFound:
             return None
@@ -91,7 +93,8 @@ class ServiceBackend:
     ) -> list[dict[str, Any]]:
         request_stats = CURRENT_STATS.get()
         answer = await self.service.answer(
-            DoraRequest(container, full_path, MultiDict(params)), self.credential
+            DoraRequest(container, full_path, MultiDict(params), client=self.client),
+            self.credential,
         )
         _count_into(request_stats)
         return json.loads(answer.body)
@@ -101,7 +104,9 @@ class ServiceBackend:
     ) -> list[tuple[int, str]]:
         service = self.service
         session = service.upstream.session(self.credential)
-        info = await service.permissions.authorize(session, self.credential, "group", group_path)
+        info = await service.permissions.authorize(
+            session, self.credential, "group", group_path, self.client
+        )
         projects = await service.collector.group_projects(session, info)
         facts = await service.collector.group_facts(
             session, info, projects, start, end, Need(False, True, frozenset(TIERS))

@@ -7,6 +7,7 @@ from aiohttp import web
 
 from proxy.credentials import credential_from
 from proxy.service import Answer, DoraRequest, DoraService
+from proxy.web.client_address import client_of
 from proxy.web.routing import CACHE_STATUS
 
 SERVICE = web.AppKey("service", DoraService)
@@ -17,7 +18,7 @@ async def dora_metrics(request: web.Request) -> web.StreamResponse:
     container = "project" if request.match_info.route.name == "project_dora" else "group"
     answer = await request.app[SERVICE].answer(
         DoraRequest(
-            container, request.match_info["id"], request.query, request.raw_path, request.remote
+            container, request.match_info["id"], request.query, request.raw_path, client_of(request)
         ),
         credential_from(request.headers),
     )

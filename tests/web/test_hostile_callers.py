@@ -216,3 +216,74 @@ async def test_a_decision_never_outlives_the_user_record_it_used(start_stack) ->
     stack.world.users[1].is_admin = False  # demoted at GitLab
     clock[0] = 1061.0  # past the record's life, within the second decision's own ttl
     assert (await get(stack, lead_time(12), admin))[0] == 404  # private: not even visible
+
+
+async def _junk_flood(stack, count: int, forwarded_for=None) -> list[int]:
+    async def one(n: int) -> int:
+        headers = {"PRIVATE-TOKEN": "glpat-" + secrets.token_hex(10)}
+        if forwarded_for is not None:
+            headers["X-Forwarded-For"] = forwarded_for(n)
+        return (await get(stack, lead_time(11), headers))[0]
+
+    return list(await asyncio.gather(*(one(n) for n in range(count))))
+
+
+async def test_behind_a_trusted_proxy_each_forwarded_client_has_its_own_check_limit(
+    start_stack,
+) -> None:
+    """Behind a reverse proxy every request comes from one peer: with `trusted_proxies`, the
+    per-client check limit counts the address the reverse proxy appends, so one user's flood
+    does not refuse another user's first request."""
+    stack = await start_stack(
+        busy_world(projects=1, deployments=1),
+        now=NOW,
+        trusted_proxies="127.0.0.0/8",
+        client_check_limit=1,
+        client_check_queue=1,
+    )
+    stack.fake.faults.latency = 0.3
+    stack.fake.faults.only_kinds = {"user"}
+    flood = asyncio.ensure_future(_junk_flood(stack, 12, lambda n: "198.51.100.7"))
+    await asyncio.sleep(0.1)  # the flooder's turn and waiting room are taken
+    maria = {**MARIA, "X-Forwarded-For": "203.0.113.9, 127.0.0.1"}  # one more trusted hop
+    assert (await get(stack, lead_time(11), maria))[0] == 200
+    statuses = await flood
+    assert statuses.count(429) >= 12 - 1 - 1 - 2, statuses
+
+
+async def test_a_forwarded_for_header_from_an_untrusted_peer_is_ignored(start_stack) -> None:
+    """Without `trusted_proxies`, X-Forwarded-For cannot buy a flooder fresh limits: every
+    request counts against the peer address."""
+    stack = await start_stack(
+        busy_world(projects=1, deployments=1), now=NOW, client_check_limit=1, client_check_queue=1
+    )
+    stack.fake.faults.latency = 0.3
+    stack.fake.faults.only_kinds = {"user"}
+    statuses = await _junk_flood(stack, 12, lambda n: f"198.51.100.{n}")
+    assert statuses.count(429) >= 12 - 1 - 1 - 2, statuses
+    assert len(stack.fake.calls_of("user")) == statuses.count(401)
+
+
+async def test_graphql_dora_checks_take_turns_per_client(start_stack) -> None:
+    """The GraphQL DORA route runs the same permission check, so it takes the same per-client
+    turns: a junk-token flood through /api/graphql is refused past the waiting room instead of
+    costing one /user call per token."""
+    stack = await start_stack(
+        busy_world(projects=1, deployments=1), now=NOW, client_check_limit=1, client_check_queue=1
+    )
+    stack.fake.faults.latency = 0.3
+    stack.fake.faults.only_kinds = {"user"}
+    query = (
+        '{ project(fullPath: "f/app0") { dora { metrics(startDate: "2021-01-01", '
+        'endDate: "2021-01-31") { date deploymentFrequency } } } }'
+    )
+
+    async def one() -> int:
+        headers = {"PRIVATE-TOKEN": "glpat-" + secrets.token_hex(10)}
+        response = await stack.client.post("/api/graphql", json={"query": query}, headers=headers)
+        await response.read()
+        return response.status
+
+    statuses = await asyncio.gather(*(one() for _ in range(12)))
+    assert len(stack.fake.calls_of("user")) <= 1 + 1 + 2, statuses
+    assert statuses.count(429) >= 12 - 1 - 1 - 2, statuses
