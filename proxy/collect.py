@@ -494,13 +494,8 @@ class FactsCollector:
     ) -> dict[int, tuple[Incident, ...]]:
         """One group issues stream fills every project's missing incident days; the storing
         waits for the projects' fetches to start (see `_Handoff`)."""
-        try:
-            async with self._lock(self.keys.group_incidents_lock(group.id)):
-                return await self._group_incidents_locked(
-                    session, group, project_ids, days, handoff
-                )
-        finally:
-            handoff.streamed.set()
+        async with self._lock(self.keys.group_incidents_lock(group.id)):
+            return await self._group_incidents_locked(session, group, project_ids, days, handoff)
 
     async def _group_incidents_locked(
         self,
@@ -595,13 +590,14 @@ async def _no_incidents(handoff: _Handoff) -> dict[int, tuple[Incident, ...]]:
 
 
 async def _until(event: asyncio.Event, task: asyncio.Future[object]) -> None:
-    """Wait for `event`, or for `task` to end first (its failure is raised at once)."""
+    """Wait for `event`, or for `task` to end first (its failure is raised at once: the group's
+    incident stream failing fails the request before any project call is made)."""
     waiter = asyncio.ensure_future(event.wait())
     try:
         await asyncio.wait((waiter, task), return_when=asyncio.FIRST_COMPLETED)
     finally:
         waiter.cancel()
-    if task.done() and not event.is_set():
+    if task.done():
         task.result()
 
 
