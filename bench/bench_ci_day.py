@@ -1,7 +1,7 @@
 """Issue 16: a whole CI day against a warm cache — how often does a request still reach GitLab?
 
     .venv/bin/python -m bench.bench_ci_day [--hours 8] [--check-every 150] [--seed 16]
-        [--modes webhooks no-webhooks]
+        [--modes system-hooks webhooks no-webhooks]
 
 Everything runs in this one process on a simulated clock, so a working day takes seconds to
 minutes: the proxy is the real aiohttp app (`create_app(settings, clock=...)`) served on
@@ -24,6 +24,11 @@ The day:
   - deployments finish through the day (each project: 2 production, 3 staging, at random
     times, each with 1–3 MRs merged earlier); an incident opens and closes in 2 projects. With
     webhooks, each is followed by its GitLab event (`POST /-/webhooks/gitlab`) a second later.
+
+Modes: `no-webhooks`; `webhooks` (project hooks for deployments and incidents); `system-hooks`
+(those, plus `system_hooks = true`: membership decisions kept, tokens' users re-read in the
+background round, which runs here every `permission_ttl / 4` simulated seconds; its calls count
+as background calls).
 
 Measured per request: the upstream calls the fake received between sending the request and
 reading its answer (permission look-ups included); calls made after an answer and before the
@@ -121,6 +126,8 @@ def simulate_memory_clocks(service: Any, clock: SimClock) -> None:
     point them at the simulated one."""
     service.permissions.cache._clock = clock.seconds
     service.recent._clock = clock.seconds
+    if service.hot is not None:
+        service.hot._clock = clock.seconds
 
 
 # ---- the world and the day --------------------------------------------------------------------
@@ -250,7 +257,13 @@ def incident_event(world: World, pid: int, issue_id: int, action: str) -> dict[s
 
 
 async def run_day(
-    today: date, hours: float, seed: int, webhooks: bool, check_every: int, cache_dir: Path
+    today: date,
+    hours: float,
+    seed: int,
+    webhooks: bool,
+    check_every: int,
+    cache_dir: Path,
+    system_hooks: bool = False,
 ) -> Outcome:
     rng = random.Random(seed)
     world = day_world(today, seed)
@@ -269,6 +282,7 @@ async def run_day(
         log_format="json",
         log_level="warning",
         webhook_secret=SECRET if webhooks else None,
+        system_hooks=system_hooks,
     )
     # The reference keeps only what cannot change in this world: facts of settled days (the
     # day's deployments and incidents all lie in the past) and the MR lists of deployments
@@ -283,6 +297,7 @@ async def run_day(
         recent_answer_ttl=0.0,
         facts_ttl_recent=0.0,
         webhook_secret=None,
+        system_hooks=False,
     )
     proxy_server = TestServer(create_app(base, clock=clock.datetime))
     reference_server = TestServer(create_app(fresh, clock=clock.datetime))
@@ -310,10 +325,20 @@ async def run_day(
 
         async with ClientSession() as http:
             check_next: set[str] = set()
+            permissions = service.permissions
+            tick = max(1.0, permissions.cache.ttl / 4)  # the app's background round
+            next_tick = clock.now + tick
             for n, event in enumerate(events):
                 if n % 500 == 0:
                     _progress(f"{n}/{len(events)} events, {time.perf_counter() - started:.0f} s")
                 clock.now = max(clock.now, event.at)
+                if permissions.keepalive > 0 and clock.now >= next_tick:
+                    # The round `run_keepalive` makes every `tick` seconds, on simulated time
+                    # (its own real-time loop rarely fires in a run this fast).
+                    before = len(fake.calls)
+                    await permissions.refresh_due()
+                    outcome.background_calls += len(fake.calls) - before
+                    next_tick = clock.now + tick
                 if event.kind == "request":
                     await _request(
                         http,
@@ -343,6 +368,9 @@ async def run_day(
                             headers=headers,
                         ) as response:
                             assert response.status == 200, await response.text()
+                        # The answers the change touched are computed again in the background
+                        # (refresh_window); the next request comes seconds later in this world.
+                        await service.refreshed()
                         outcome.background_calls += len(fake.calls) - before
     finally:
         outcome.wall = time.perf_counter() - started
@@ -486,7 +514,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--hours", type=float, default=8.0)
     parser.add_argument("--seed", type=int, default=16)
     parser.add_argument("--check-every", type=int, default=150)
-    parser.add_argument("--modes", nargs="+", default=["webhooks", "no-webhooks"])
+    parser.add_argument(
+        "--modes",
+        nargs="+",
+        default=["system-hooks", "webhooks", "no-webhooks"],
+        choices=["system-hooks", "webhooks", "no-webhooks"],
+    )
     args = parser.parse_args(argv)
     print_machine()
     configure_logging("error", "json")
@@ -497,7 +530,13 @@ def main(argv: list[str] | None = None) -> None:
         with tempfile.TemporaryDirectory(prefix="ci-day-") as tmp:
             results[mode] = asyncio.run(
                 run_day(
-                    today, args.hours, args.seed, mode == "webhooks", args.check_every, Path(tmp)
+                    today,
+                    args.hours,
+                    args.seed,
+                    mode != "no-webhooks",
+                    args.check_every,
+                    Path(tmp),
+                    system_hooks=mode == "system-hooks",
                 )
             )
         print(f"{mode}: done in {results[mode].wall:.0f} s", file=sys.stderr)

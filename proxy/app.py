@@ -6,7 +6,10 @@ on the app under typed keys.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
+from typing import Any
 
 from aiohttp import web
 
@@ -17,6 +20,7 @@ from proxy.clock import Clock, utc_now
 from proxy.collect import FactsCollector, FactsPolicy
 from proxy.explain import load_levels
 from proxy.permissions import Permissions
+from proxy.refresh import HotAnswers
 from proxy.server_secret import load_server_secret
 from proxy.service import AnswerPolicy, DoraService
 from proxy.settings import Settings
@@ -79,6 +83,24 @@ def recent_lifetimes(settings: Settings) -> tuple[float, float]:
     return settings.facts_ttl_recent, settings.answer_ttl_current
 
 
+def _membership_by_hooks(settings: Settings, storage: Storage, keys: CacheKeys) -> dict[str, Any]:
+    """With system hooks delivered (and a receiver to take them), membership decisions are kept
+    until the shared generation moves; see proxy/permissions.py."""
+    if not (settings.system_hooks and settings.webhook_secret):
+        return {}
+    key = keys.membership_generation()
+
+    async def generation() -> int:
+        raw = await storage.get(key)
+        return int(raw) if raw else 0
+
+    return {
+        "membership_ttl": settings.membership_ttl,
+        "keepalive": settings.permission_keepalive,
+        "generation": generation,
+    }
+
+
 def build_service(
     settings: Settings,
     clock: Clock = utc_now,
@@ -131,6 +153,7 @@ def build_service(
             settings.permission_ttl,
             settings.client_check_limit,
             settings.client_check_queue,
+            **_membership_by_hooks(settings, storage, CacheKeys(namespace)),
         ),
         collector=collector,
         storage=storage,
@@ -146,6 +169,11 @@ def build_service(
         telemetry=telemetry,
         recent_ttl=settings.recent_answer_ttl,
         max_computations=settings.max_computations,
+        hot=(
+            HotAnswers(settings.refresh_window)
+            if settings.webhook_secret and settings.refresh_window > 0 and not batch
+            else None
+        ),
         # Replicas (or processes on one disk cache) compute a cold answer once; a holder that
         # died frees the lock within one short lease.
         replica_lock=StorageLock(
@@ -199,9 +227,18 @@ def create_app(
         )
         app[UPSTREAM] = service.upstream
         app[handlers.SERVICE] = service
+        keepalive = (
+            asyncio.ensure_future(service.permissions.run_keepalive())
+            if service.permissions.keepalive > 0
+            else None
+        )
         try:
             yield
         finally:
+            if keepalive is not None:
+                keepalive.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await keepalive
             await upstream_health.close()
             await service.close()
             REQUEST_LOG.flush()

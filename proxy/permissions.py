@@ -7,15 +7,27 @@ callers fail, then the effective access level must be Reporter (20) or above.
 Decisions are kept in memory for a short TTL under a MAC of the credential (never the
 credential itself). Every request passes through here before any cached metric is used, so a
 cached answer is only ever shared between callers who each proved access.
+
+With GitLab's system hooks delivered to the proxy (`system_hooks`), a decision has two parts
+with two lifetimes. What the *credential* says (its user, admin or not, or a refusal) still lives
+`permission_ttl`, and for a token used in the last `permission_keepalive` seconds it is
+re-read in the background before it expires (`refresh_due`), so a revoked token, a blocked user
+or a demoted admin loses access within `permission_ttl` as before, without a request waiting for
+the check. What the *membership* says (the container's id, Reporter or not) lives until a system
+hook reports a membership, project or group change (`membership_changed`, shared by replicas
+through a generation counter in the cache) and at most `membership_ttl`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+
+import structlog
 
 from proxy.credentials import Credential, caller_key, could_be_a_token, mac_key
 from proxy.errors import (
@@ -32,7 +44,10 @@ from proxy.facts import ContainerInfo, UserInfo
 from proxy.single_flight import SingleFlight
 from proxy.upstream import UpstreamSession, UpstreamStatus
 
+_log = structlog.get_logger("proxy.permissions")
+
 REPORTER = 20
+GENERATION_READ_EVERY = 1.0  # seconds between reads of the shared membership generation
 WAITING_PER_CLIENT = 16  # checks of one client address waiting for a turn (default)
 _MAX_ENTRIES = 50_000
 
@@ -40,7 +55,27 @@ _MAX_ENTRIES = 50_000
 @dataclass(frozen=True, slots=True)
 class _Entry:
     expires: float
-    value: ContainerInfo | UserInfo | ProxyError
+    value: ContainerInfo | UserInfo | ProxyError | Membership
+
+
+@dataclass(frozen=True, slots=True)
+class Membership:
+    """A decision kept across user-record refreshes (system hooks on): the container, whether it
+    was granted by the caller's admin (or auditor) flag, which the live user record must still
+    show, and the membership generation it was made under."""
+
+    info: ContainerInfo
+    by_admin_flag: bool
+    generation: int
+
+
+@dataclass(slots=True)
+class _Active:
+    """A credential used lately, kept (in memory only) to re-read its user in the background."""
+
+    credential: Credential
+    session: UpstreamSession
+    last_used: float
 
 
 class DecisionCache:
@@ -51,7 +86,9 @@ class DecisionCache:
         self._clock = clock
         self._entries: dict[tuple[str, ...], _Entry] = {}
 
-    def get(self, key: tuple[str, ...]) -> ContainerInfo | UserInfo | ProxyError | None:
+    def get(
+        self, key: tuple[str, ...]
+    ) -> ContainerInfo | UserInfo | ProxyError | Membership | None:
         entry = self.entry(key)
         return None if entry is None else entry.value
 
@@ -68,25 +105,35 @@ class DecisionCache:
     def put(
         self,
         key: tuple[str, ...],
-        value: ContainerInfo | UserInfo | ProxyError,
+        value: ContainerInfo | UserInfo | ProxyError | Membership,
         not_after: float | None = None,
+        ttl: float | None = None,
     ) -> None:
-        """Keep `value` for `ttl` seconds, and never past `not_after` (a decision made from a
-        cached user record must not outlive that record)."""
-        if self.ttl <= 0:
+        """Keep `value` for `ttl` seconds (default: the cache's), and never past `not_after` (a
+        decision made from a cached user record must not outlive that record)."""
+        ttl = self.ttl if ttl is None else ttl
+        if ttl <= 0:
             return
         if len(self._entries) >= _MAX_ENTRIES:
             now = self._clock()
             self._entries = {k: e for k, e in self._entries.items() if e.expires > now}
             if len(self._entries) >= _MAX_ENTRIES:
                 self._entries.clear()
-        expires = self._clock() + self.ttl
+        expires = self._clock() + ttl
         if not_after is not None:
             expires = min(expires, not_after)
         self._entries[key] = _Entry(expires, value)
 
     def clear(self) -> None:
         self._entries.clear()
+
+    def now(self) -> float:
+        return self._clock()
+
+    def entries(self) -> list[tuple[tuple[str, ...], _Entry]]:
+        """Every live entry (a copy: callers may put while they go through it)."""
+        now = self._clock()
+        return [(key, entry) for key, entry in self._entries.items() if entry.expires > now]
 
 
 class ClientGate:
@@ -148,11 +195,28 @@ class Permissions:
         ttl: float,
         client_limit: int = 0,
         client_queue: int = WAITING_PER_CLIENT,
+        *,
+        membership_ttl: float | None = None,
+        keepalive: float = 0.0,
+        generation: Callable[[], Awaitable[int]] | None = None,
     ) -> None:
+        """`membership_ttl` set (system hooks on): membership decisions live that long unless
+        `generation` (a counter system hooks bump) moves; tokens used in the last `keepalive`
+        seconds get their user re-read by `refresh_due` before it expires."""
         self.secret = mac_key(secret)
         self.cache = DecisionCache(ttl)
         self.flights = SingleFlight()
         self.gate = ClientGate(client_limit, client_queue)
+        self.membership_ttl = membership_ttl
+        self.keepalive = keepalive if membership_ttl is not None else 0.0
+        self._generation_source = generation
+        self._generation = (0, -math.inf)  # (value, when read): read at most once a second
+        self._active: dict[str, _Active] = {}
+        self.refreshed = 0  # user records re-read in the background (a metric for benchmarks)
+
+    @property
+    def hooks(self) -> bool:
+        return self.membership_ttl is not None
 
     def caller_key(self, credential: Credential | None) -> str:
         return caller_key(self.secret, credential)
@@ -175,7 +239,13 @@ class Permissions:
             # Answered here: such a value cannot even be put on the wire (non-Latin-1 text,
             # control characters) or hashed (undecodable bytes arrive as surrogates).
             raise UpstreamRejected(401, {"message": "401 Unauthorized"})
-        key = (self.caller_key(credential), container, id_or_path)
+        caller = self.caller_key(credential)
+        key = (caller, container, id_or_path)
+        if self.hooks:
+            self._mark_active(caller, credential, session)
+            kept = await self._kept(session, credential, container, key)
+            if kept is not None:
+                return kept
         cached = self.cache.get(key)
         if isinstance(cached, ProxyError):
             raise _fresh(cached)
@@ -184,13 +254,20 @@ class Permissions:
 
         async def decide() -> ContainerInfo:
             bound: list[float] = []  # expiry of the user record the decision used
+            generation = await self._current_generation() if self.hooks else 0
             try:
-                info = await self._decide(session, credential, container, id_or_path, bound)
+                info, by_admin_flag = await self._decide(
+                    session, credential, container, id_or_path, bound
+                )
             except (NotFound, Unauthorized, UpstreamRejected) as decision:
                 # without the traceback and its frames
                 self.cache.put(key, _fresh(decision), min(bound, default=None))
                 raise
-            self.cache.put(key, info, min(bound, default=None))
+            if self.hooks and credential is not None:
+                kept = Membership(info, by_admin_flag, generation)
+                self.cache.put(key, kept, ttl=self.membership_ttl)
+            else:
+                self.cache.put(key, info, min(bound, default=None))
             return info
 
         # Concurrent cold requests of one caller for one container share one decision;
@@ -205,6 +282,10 @@ class Permissions:
                     raise _fresh(decided)
                 if isinstance(decided, ContainerInfo):
                     return decided
+                if isinstance(decided, Membership):
+                    kept = await self._kept(session, credential, container, key)
+                    if kept is not None:
+                        return kept
                 return await self.flights.run(flight, decide)
         except (NotFound, Unauthorized, UpstreamRejected) as decision:
             raise _fresh(decision) from None
@@ -216,17 +297,138 @@ class Permissions:
         container: str,
         id_or_path: str,
         bound: list[float],
-    ) -> ContainerInfo:
+    ) -> tuple[ContainerInfo, bool]:
+        """The container, and whether the caller's admin (or auditor) flag is what let them in."""
         user = await self._user(session, credential, bound) if credential is not None else None
         info = await self._lookup(session, container, id_or_path, anonymous=user is None)
-        if user is not None and (user.is_admin or (container == "group" and user.is_auditor)):
-            return info
+        if user is not None and _privileged(user, container):
+            return info, True
         if user is None:
             raise Unauthorized()
         level = await self._access_level(session, container, info.id, user.id)
         if level < REPORTER:
             raise Unauthorized()
-        return info
+        return info, False
+
+    # ---- system hooks on: decisions kept across user-record refreshes -------------------------
+    async def _kept(
+        self,
+        session: UpstreamSession,
+        credential: Credential | None,
+        container: str,
+        key: tuple[str, ...],
+    ) -> ContainerInfo | None:
+        """The kept decision under `key` if it still holds: same membership generation, and the
+        caller's user record (live, or read now) still valid and, for a decision its admin flag
+        made, still admin. None: decide again. A refused credential raises its refusal."""
+        kept = self.cache.get(key)
+        if not isinstance(kept, Membership) or credential is None:
+            return None
+        if kept.generation != await self._current_generation():
+            return None
+        user = await self._user(session, credential, [])
+        if kept.by_admin_flag and not _privileged(user, container):
+            return None
+        return kept.info
+
+    def _mark_active(
+        self, caller: str, credential: Credential | None, session: UpstreamSession
+    ) -> None:
+        if credential is None or self.keepalive <= 0:
+            return
+        now = self.cache.now()
+        active = self._active.get(caller)
+        if active is not None:
+            active.last_used = now
+            return
+        if len(self._active) >= _MAX_ENTRIES:  # the oldest quarter goes
+            oldest = sorted(self._active.items(), key=lambda item: item[1].last_used)
+            for name, _ in oldest[: _MAX_ENTRIES // 4]:
+                del self._active[name]
+        self._active[caller] = _Active(credential, session, now)
+
+    async def refresh_due(self, concurrency: int = 4) -> int:
+        """Re-check, in the background, what the next request of a credential used in the last
+        `keepalive` seconds would otherwise wait for: its user record once less than half its
+        life is left (so the revocation promise, `permission_ttl`, holds and no request waits
+        for `/user`), and its kept membership decisions in their last quarter (`membership_ttl`).
+        Credentials idle longer are forgotten. Returns how many checks were made."""
+        now = self.cache.now()
+        for caller, active in list(self._active.items()):
+            if now - active.last_used > self.keepalive:
+                del self._active[caller]
+        users = [
+            caller
+            for caller in self._active
+            if (entry := self.cache.entry((caller, "user"))) is None
+            or entry.expires - now < self.cache.ttl / 2
+        ]
+        renew = self.membership_ttl / 4 if self.membership_ttl else 0.0
+        memberships = [
+            key
+            for key, entry in self.cache.entries()
+            if isinstance(entry.value, Membership)
+            and key[0] in self._active
+            and entry.expires - now < renew
+        ]
+        limit = asyncio.Semaphore(concurrency)
+
+        async def read_user(caller: str) -> None:
+            async with limit:
+                with contextlib.suppress(ProxyError):
+                    await self._read_user(self._active[caller].session, (caller, "user"))
+
+        async def decide_again(key: tuple[str, ...]) -> None:
+            caller, container, id_or_path = key
+            active = self._active[caller]
+            async with limit:
+                generation = await self._current_generation()
+                try:
+                    info, by_admin_flag = await self._decide(
+                        active.session, active.credential, container, id_or_path, []
+                    )
+                except (NotFound, Unauthorized, UpstreamRejected) as decision:
+                    self.cache.put(key, _fresh(decision))
+                except ProxyError:
+                    pass  # GitLab in trouble: the decision ends with its time, as it would
+                else:
+                    kept = Membership(info, by_admin_flag, generation)
+                    self.cache.put(key, kept, ttl=self.membership_ttl)
+
+        await asyncio.gather(*map(read_user, users))
+        await asyncio.gather(*map(decide_again, memberships))
+        self.refreshed += len(users) + len(memberships)
+        return len(users) + len(memberships)
+
+    async def run_keepalive(self, period: float | None = None) -> None:
+        """The background loop of `refresh_due` (until cancelled): every quarter of
+        `permission_ttl`, so a record is re-read before its second half ends."""
+        period = period or max(1.0, self.cache.ttl / 4)
+        while True:
+            await asyncio.sleep(period)
+            try:
+                await self.refresh_due()
+            except Exception as exc:  # one failed round must not end the loop
+                _log.warning("permission_refresh_failed", error=type(exc).__name__)
+
+    def membership_changed(self) -> None:
+        """A system hook reported a membership, project or group change, and the caller bumped
+        the shared generation: read it again now rather than within the second."""
+        self._generation = (self._generation[0], -math.inf)
+
+    async def _current_generation(self) -> int:
+        if self._generation_source is None:
+            return 0
+        value, read_at = self._generation
+        now = self.cache.now()
+        if now - read_at >= GENERATION_READ_EVERY:
+            try:
+                value = await self._generation_source()
+            except Exception:  # the cache is down: no decision may be kept from it
+                self._generation = (value, -math.inf)
+                return -1
+            self._generation = (value, now)
+        return value
 
     async def _user(
         self, session: UpstreamSession, credential: Credential, bound: list[float]
@@ -244,6 +446,10 @@ class Permissions:
             if isinstance(cached.value, UpstreamRejected):
                 raise _fresh(cached.value)
             return cached.value
+        return await self._read_user(session, key)
+
+    async def _read_user(self, session: UpstreamSession, key: tuple[str, ...]) -> UserInfo:
+        """`/user` now; the record (or the refusal) kept `permission_ttl` under `key`."""
         try:
             user = await session.fetch_user()
         except UpstreamStatus as exc:
@@ -278,6 +484,11 @@ class Permissions:
             if exc.status in (401, 403):
                 return 0
             raise _unexpected(exc) from None
+
+
+def _privileged(user: UserInfo, container: str) -> bool:
+    """Admins read every container's metrics; auditors every group's."""
+    return user.is_admin or (container == "group" and user.is_auditor)
 
 
 def _fresh(error: ProxyError) -> ProxyError:

@@ -22,7 +22,7 @@ from datetime import date
 from zoneinfo import ZoneInfo
 
 import structlog
-from multidict import CIMultiDict
+from multidict import CIMultiDict, MultiDict
 
 from proxy.cache.base import Storage
 from proxy.cache.keys import CacheKeys
@@ -31,11 +31,12 @@ from proxy.clock import Clock, seconds_of, utc_now
 from proxy.collect import FactsCollector, Need, provisional_for
 from proxy.credentials import Credential
 from proxy.dora import compute_metric, render
-from proxy.errors import BadGateway, GatewayTimeout, ServiceUnavailable
+from proxy.errors import BadGateway, GatewayTimeout, ProxyError, ServiceUnavailable
 from proxy.facts import ContainerInfo, ProjectFacts
 from proxy.permissions import Permissions
 from proxy.query import DoraQuery, QueryItems, UncheckedQuery, parse_query, validate_query
 from proxy.recent import RecentAnswers
+from proxy.refresh import MAX_PASSES, HotAnswer, HotAnswers
 from proxy.single_flight import SingleFlight, StorageLock
 from proxy.telemetry.prometheus import Telemetry
 from proxy.upstream import Upstream, UpstreamSession, count_upstream_calls
@@ -143,6 +144,7 @@ class DoraService:
         replica_lock: StorageLock | None = None,
         recent_ttl: float = 0.0,
         max_computations: int = 0,
+        hot: HotAnswers | None = None,
     ) -> None:
         self.upstream = upstream
         self.permissions = permissions
@@ -164,8 +166,14 @@ class DoraService:
         self.replica_lock = replica_lock
         # answer key -> its shorter lifetime, from `_compute_and_store` to the response headers
         self._short_lived: dict[str, float] = {}
+        # Answers asked lately, computed again in the background after a webhook's change.
+        self.hot = hot
+        self._passes: set[asyncio.Task[None]] = set()
 
     async def close(self) -> None:
+        for task in self._passes:
+            task.cancel()
+        await asyncio.gather(*self._passes, return_exceptions=True)
         await self.upstream.close()
         await self.storage.close()
 
@@ -227,6 +235,14 @@ class DoraService:
             session, credential, container, request.id_or_path, request.client
         )
         query = validate_query(unchecked)
+        if self.hot is not None:
+            self.hot.note(
+                container,
+                request.id_or_path,
+                request.params.items(),
+                (info.id, info.full_path),
+                credential,
+            )
         key, stale_key = await self._answer_keys(container, info, query)
         ttl = self._answer_ttl(query)
         cached = await self.storage.get(key)
@@ -314,6 +330,42 @@ class DoraService:
         for key in keys:
             await self.storage.incr(key)
         self.recent.clear()  # again: an answer remembered meanwhile may predate the bump
+        self._refresh_soon(change)
+
+    def _refresh_soon(self, change: Change) -> None:
+        """Start the background pass over the answers `change` touched (proxy/refresh.py)."""
+        if self.hot is None or len(self._passes) >= MAX_PASSES:
+            return
+        touched = self.hot.touched_by(
+            change.project_id, ancestor_groups(change.path_with_namespace or "")
+        )
+        if not touched:
+            return
+        task = asyncio.ensure_future(self._refresh(touched))
+        self._passes.add(task)
+        task.add_done_callback(self._passes.discard)
+
+    async def _refresh(self, touched: list[HotAnswer]) -> None:
+        for hot in touched:
+            request = DoraRequest(hot.container, hot.id_or_path, MultiDict(hot.params))
+            try:
+                await self.answer(request, hot.credential)
+            except ProxyError:
+                continue  # the caller lost access, GitLab failed...: the next request decides
+            except Exception as exc:  # a background pass must not die loudly
+                log.warning("refresh_failed", error=type(exc).__name__)
+
+    async def refreshed(self) -> None:
+        """Wait for the background passes running now (benchmarks, tests)."""
+        while self._passes:
+            await asyncio.gather(*self._passes, return_exceptions=True)
+
+    async def membership_changed(self) -> None:
+        """A system hook's membership, project or group change: kept permission decisions are
+        decided again, here at once and on other replicas within a second (shared counter)."""
+        await self.storage.incr(self.keys.membership_generation())
+        self.permissions.membership_changed()
+        self.recent.clear()  # answers remembered for a caller rest on their decision
 
     async def checked(
         self,

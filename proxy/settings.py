@@ -315,6 +315,32 @@ class Settings:
         "and answer_ttl_current.",
         check=_not_negative,
     )
+    refresh_window: float = _row(
+        900.0,
+        "With webhook_secret set: answers asked in the last this many seconds are computed "
+        "again in the background right after a webhook changes their facts, so their next "
+        "request is a cache hit (0: off; the askers' tokens stay in memory that long).",
+        check=_not_negative,
+    )
+    system_hooks: bool = _row(
+        False,
+        "GitLab's system hooks (membership, project and group events) are delivered to the "
+        "webhook receiver (needs webhook_secret; self-managed GitLab, admin area): membership "
+        "decisions are then kept until a hook reports a change (at most membership_ttl), and "
+        "recently used tokens are re-checked in the background every permission_ttl.",
+    )
+    membership_ttl: float = _row(
+        900.0,
+        "With system_hooks: seconds a membership decision is kept at most (GitLab sends no hook "
+        "for a group transfer or a removed group share: this bounds those).",
+        check=_positive,
+    )
+    permission_keepalive: float = _row(
+        900.0,
+        "With system_hooks: seconds after its last request a token's user is still re-read in "
+        "the background before its record expires (0: never; the token stays in memory only).",
+        check=_not_negative,
+    )
     server_secret: str | None = _row(
         None,
         "Key of the per-credential MAC (keyed BLAKE2b) that names in-memory permission decisions "

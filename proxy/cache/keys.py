@@ -42,6 +42,11 @@ class CacheKeys:
     def _answer_base(self, container: str, container_id: int, params: str) -> str:
         return f"{self.namespace}|answer|{container}:{container_id}|{params}"
 
+    def membership_generation(self) -> str:
+        """Bumped by system hooks (membership, project, group changes): kept permission
+        decisions made under another value are decided again, on every replica."""
+        return f"{self.namespace}|membership-generation"
+
     def answers_generation(self, container: str, ref: int | str) -> str:
         """Bumped by webhooks; a project by id, a group by full path (payloads carry paths)."""
         return f"{self.namespace}|{container}:{ref}|answers-generation"

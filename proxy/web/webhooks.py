@@ -19,6 +19,9 @@ Retry-After when the cache cannot record the invalidation, 200 `{"status": "ok" 
 "duplicate"}`; a valid delivery of an event the metrics do not use (push, merge request,
 pipeline...) is 200 "ignored", since GitLab disables hooks that keep failing.
 
+System hooks (GitLab's admin area, same URL and secret) that can change who may read a project
+or group drop the permission decisions kept with `system_hooks` on (`membership_event`).
+
 Invalidation normally finishes before the 200 (a handful of storage deletes and increments), so
 the next query is fresh once GitLab has its answer. It may wait for a deployment fetch of the same
 project already running (whose result could predate the event); after `INLINE_WAIT` seconds the
@@ -62,6 +65,24 @@ KIND_OF_EVENT = {
     "Confidential Issue Hook": "issue",
 }
 
+
+MEMBERSHIP_EVENTS = frozenset(
+    {
+        "user_add_to_team",
+        "user_remove_from_team",
+        "user_update_for_team",
+        "user_add_to_group",
+        "user_remove_from_group",
+        "user_update_for_group",
+        "user_destroy",
+        "user_rename",
+        "project_destroy",
+        "project_rename",
+        "project_transfer",
+        "group_destroy",
+        "group_rename",
+    }
+)
 
 _KIND = re.compile(r"[a-z][a-z_]{0,63}")
 _EVENT = re.compile(r"[A-Z][A-Za-z ]{0,62} Hook")
@@ -144,6 +165,13 @@ async def receive(request: web.Request) -> web.Response:
         )
         return _reply(400, {"error": reason})
 
+    if change is None and membership_event(payload):
+        try:
+            await request.app[SERVICE].membership_changed()
+        except StorageError as exc:  # 503: GitLab delivers again later
+            raise ServiceUnavailable(5, detail=f"invalidation: {exc}") from None
+        log.info("system_hook", event_name=payload["event_name"], outcome="permissions")
+        return _reply(200, {"status": "ok"})
     if change is not None:
         task = asyncio.ensure_future(request.app[SERVICE].invalidate(change))
         done, _ = await asyncio.wait({task}, timeout=INLINE_WAIT)
@@ -213,6 +241,13 @@ def classify(event: str | None, payload: Any) -> Change | None:
     if not _maybe_incident(kind, payload):
         return None
     return Change("incidents", project_id, path)
+
+
+def membership_event(payload: Any) -> bool:
+    """A system hook that can change who may read a project or group: a member added, removed
+    or given another role, a user deleted or renamed, a project or group moved, renamed or
+    deleted. (GitLab sends none for a group transfer or a group share: `membership_ttl`.)"""
+    return isinstance(payload, dict) and payload.get("event_name") in MEMBERSHIP_EVENTS
 
 
 def _project(payload: dict[str, Any]) -> tuple[int, str | None]:

@@ -28,6 +28,7 @@ FORMATS: dict[str, tuple[str, tuple[object, ...]]] = {
     ),
     "stale_answer": (f"{NS}|answer|group:9|p|stale", ("group", 9, "p")),
     "answers_generation": (f"{NS}|group:grp/sub|answers-generation", ("group", "grp/sub")),
+    "membership_generation": (f"{NS}|membership-generation", ()),
     "group_projects": (f"{NS}|group:9|projects", (9,)),
     "environments": (f"{NS}|project:42|environments", (42,)),
     "deployments": (f"{NS}|project:42|deployments|2026-03-09", (42, DAY)),

@@ -1,0 +1,96 @@
+"""After a webhook, the answers asked lately are computed again in the background
+(`refresh_window`): the next request is a cache hit, identical to a fresh computation, and
+waits for no upstream call. Counts of upstream calls and cache statuses, no timings."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from yarl import URL
+
+from tests.web.test_webhooks import ACME, API, SECRET, WEB, acme_world, deliver, deployment_event
+
+NOW = datetime(2024, 3, 15, 12, 0, tzinfo=UTC)
+RITA = {"PRIVATE-TOKEN": "tok-rita"}
+DF = "deployment_frequency"
+
+
+async def ask(stack, target: str) -> tuple[str, str, int]:
+    """(body, X-Dora-Proxy-Cache, upstream calls made while answering)."""
+    before = len(stack.fake.calls)
+    response = await stack.client.get(URL(target, encoded=True), headers=RITA)
+    assert response.status == 200, await response.text()
+    return (
+        await response.text(),
+        response.headers["X-Dora-Proxy-Cache"],
+        (len(stack.fake.calls) - before),
+    )
+
+
+async def fresh(start_stack, stack, target: str) -> str:
+    cold = await start_stack(stack.world, now=NOW, fake=stack.fake)
+    return (await ask(cold, target))[0]
+
+
+async def deploy_and_deliver(stack) -> None:
+    stack.world.deploy(stack.world.environments[200], "2024-03-15T11:30:00Z")
+    assert await deliver(stack, deployment_event()) == (200, {"status": "ok"})
+
+
+async def test_a_webhook_recomputes_the_answers_it_touched_before_they_are_asked(
+    start_stack,
+) -> None:
+    stack = await start_stack(acme_world(), now=NOW, webhook_secret=SECRET, recent_answer_ttl=0)
+    targets = [
+        WEB.format(metric=DF),
+        ACME.format(metric=DF),
+        WEB.format(metric="lead_time_for_changes"),
+    ]
+    before = {target: (await ask(stack, target))[0] for target in targets}
+    await deploy_and_deliver(stack)
+    await stack.app_service().refreshed()
+    for target in targets:
+        body, cache, calls = await ask(stack, target)
+        assert (cache, calls) == ("hit", 0), target
+        assert body == await fresh(start_stack, stack, target)
+    assert before[targets[0]] != (await ask(stack, targets[0]))[0]  # the deployment counts
+
+
+async def test_without_refresh_window_the_next_request_computes(start_stack) -> None:
+    stack = await start_stack(
+        acme_world(), now=NOW, webhook_secret=SECRET, recent_answer_ttl=0, refresh_window=0
+    )
+    await ask(stack, WEB.format(metric=DF))
+    await deploy_and_deliver(stack)
+    await stack.app_service().refreshed()
+    _, cache, calls = await ask(stack, WEB.format(metric=DF))
+    assert cache == "miss" and calls > 0
+
+
+async def test_answers_the_change_does_not_touch_are_left_alone(start_stack) -> None:
+    """api (21) is not web's project nor in its groups' answers... except acme's: only
+    web's own and its ancestors' answers are computed again."""
+    stack = await start_stack(acme_world(), now=NOW, webhook_secret=SECRET, recent_answer_ttl=0)
+    await ask(stack, API.format(metric=DF))
+    await ask(stack, WEB.format(metric=DF))
+    stack.fake.reset_calls()
+    await deploy_and_deliver(stack)
+    await stack.app_service().refreshed()
+    project_calls = {call.path for call in stack.fake.calls}
+    assert not any("/projects/21/" in path for path in project_calls), project_calls
+    _, cache, calls = await ask(stack, API.format(metric=DF))
+    assert (cache, calls) == ("hit", 0)
+
+
+async def test_an_answer_not_asked_within_the_window_is_not_recomputed(start_stack) -> None:
+    clock = [0.0]
+    stack = await start_stack(
+        acme_world(), now=NOW, webhook_secret=SECRET, recent_answer_ttl=0, refresh_window=60
+    )
+    stack.app_service().hot._clock = lambda: clock[0]
+    await ask(stack, WEB.format(metric=DF))
+    clock[0] = 61.0
+    stack.fake.reset_calls()
+    await deploy_and_deliver(stack)
+    await stack.app_service().refreshed()
+    assert stack.fake.data_calls() == []
