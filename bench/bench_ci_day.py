@@ -59,7 +59,7 @@ from aiohttp.test_utils import TestServer
 
 from bench import worlds
 from bench.common import markdown_table, percentile, print_machine
-from proxy.app import create_app
+from proxy.app import background_period, create_app
 from proxy.credentials import Credential
 from proxy.demo import DATA_KINDS, FakeGitLab
 from proxy.demo.world import REPORTER, World
@@ -325,18 +325,20 @@ async def run_day(
 
         async with ClientSession() as http:
             check_next: set[str] = set()
-            permissions = service.permissions
-            tick = max(1.0, permissions.cache.ttl / 4)  # the app's background round
+            tick = background_period(base)  # the app's background round
+            rounds = service.permissions.keepalive > 0 or service.hot is not None
             next_tick = clock.now + tick
             for n, event in enumerate(events):
                 if n % 500 == 0:
                     _progress(f"{n}/{len(events)} events, {time.perf_counter() - started:.0f} s")
                 clock.now = max(clock.now, event.at)
-                if permissions.keepalive > 0 and clock.now >= next_tick:
-                    # The round `run_keepalive` makes every `tick` seconds, on simulated time
-                    # (its own real-time loop rarely fires in a run this fast).
+                if rounds and clock.now >= next_tick:
+                    # The round `run_background` makes every `tick` seconds, on simulated time
+                    # (its own real-time loop rarely fires in a run this fast), and the pass
+                    # it starts: the next request comes seconds later in this world.
                     before = len(fake.calls)
-                    await permissions.refresh_due()
+                    await service.background_round(tick)
+                    await service.refreshed()
                     outcome.background_calls += len(fake.calls) - before
                     next_tick = clock.now + tick
                 if event.kind == "request":

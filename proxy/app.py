@@ -101,6 +101,14 @@ def _membership_by_hooks(settings: Settings, storage: Storage, keys: CacheKeys) 
     }
 
 
+def background_period(settings: Settings) -> float:
+    """Seconds between background rounds: a quarter of `permission_ttl` when tokens are kept
+    alive (a user record is re-read in its second half), else half a minute."""
+    if settings.system_hooks and settings.permission_keepalive > 0:
+        return max(1.0, min(settings.permission_ttl / 4, 30.0))
+    return 30.0
+
+
 def build_service(
     settings: Settings,
     clock: Clock = utc_now,
@@ -228,8 +236,8 @@ def create_app(
         app[UPSTREAM] = service.upstream
         app[handlers.SERVICE] = service
         keepalive = (
-            asyncio.ensure_future(service.permissions.run_keepalive())
-            if service.permissions.keepalive > 0
+            asyncio.ensure_future(service.run_background(background_period(settings)))
+            if service.permissions.keepalive > 0 or service.hot is not None
             else None
         )
         try:

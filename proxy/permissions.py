@@ -400,17 +400,6 @@ class Permissions:
         self.refreshed += len(users) + len(memberships)
         return len(users) + len(memberships)
 
-    async def run_keepalive(self, period: float | None = None) -> None:
-        """The background loop of `refresh_due` (until cancelled): every quarter of
-        `permission_ttl`, so a record is re-read before its second half ends."""
-        period = period or max(1.0, self.cache.ttl / 4)
-        while True:
-            await asyncio.sleep(period)
-            try:
-                await self.refresh_due()
-            except Exception as exc:  # one failed round must not end the loop
-                _log.warning("permission_refresh_failed", error=type(exc).__name__)
-
     def membership_changed(self) -> None:
         """A system hook reported a membership, project or group change, and the caller bumped
         the shared generation: read it again now rather than within the second."""

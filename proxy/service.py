@@ -36,7 +36,7 @@ from proxy.facts import ContainerInfo, ProjectFacts
 from proxy.permissions import Permissions
 from proxy.query import DoraQuery, QueryItems, UncheckedQuery, parse_query, validate_query
 from proxy.recent import RecentAnswers
-from proxy.refresh import MAX_PASSES, HotAnswer, HotAnswers
+from proxy.refresh import IN_PASS, MAX_PASSES, HotAnswer, HotAnswers
 from proxy.single_flight import SingleFlight, StorageLock
 from proxy.telemetry.prometheus import Telemetry
 from proxy.upstream import Upstream, UpstreamSession, count_upstream_calls
@@ -235,14 +235,20 @@ class DoraService:
             session, credential, container, request.id_or_path, request.client
         )
         query = validate_query(unchecked)
-        if self.hot is not None:
-            self.hot.note(
-                container,
-                request.id_or_path,
-                request.params.items(),
-                (info.id, info.full_path),
-                credential,
-            )
+        hot = (
+            self.hot.note(container, request.id_or_path, request.params.items(), info, credential)
+            if self.hot is not None
+            else None
+        )
+        answer = await self._answer_for(session, container, info, query)
+        if hot is not None and self.hot is not None and answer.cache in ("hit", "miss"):
+            hot.served(answer.max_age, self.hot.now())
+        return answer
+
+    async def _answer_for(
+        self, session: UpstreamSession, container: str, info: ContainerInfo, query: DoraQuery
+    ) -> Answer:
+        """The answer for a caller already authorized: cached, else computed (once)."""
         key, stale_key = await self._answer_keys(container, info, query)
         ttl = self._answer_ttl(query)
         cached = await self.storage.get(key)
@@ -312,7 +318,7 @@ class DoraService:
         remaining = ttl if expires is None else min(ttl, expires - self._seconds())
         return Answer(body, cache, max(0, int(remaining)))
 
-    async def invalidate(self, change: Change) -> None:
+    async def invalidate(self, change: Change, *, refresh: bool = True) -> None:
         """A webhook's change: facts first, then answer generations, so an answer recomputed
         in between reads fresh facts. The `|stale` copies stay: they are what a later upstream
         failure falls back to."""
@@ -330,22 +336,51 @@ class DoraService:
         for key in keys:
             await self.storage.incr(key)
         self.recent.clear()  # again: an answer remembered meanwhile may predate the bump
-        self._refresh_soon(change)
+        if refresh and self.hot is not None:
+            self._start_pass(self._touched(change))
 
-    def _refresh_soon(self, change: Change) -> None:
-        """Start the background pass over the answers `change` touched (proxy/refresh.py)."""
-        if self.hot is None or len(self._passes) >= MAX_PASSES:
-            return
-        touched = self.hot.touched_by(
-            change.project_id, ancestor_groups(change.path_with_namespace or "")
-        )
-        if not touched:
+    def _touched(self, change: Change) -> list[HotAnswer]:
+        assert self.hot is not None
+        groups = ancestor_groups(change.path_with_namespace or "")
+        return self.hot.touched_by(change.project_id, groups)
+
+    def _start_pass(self, touched: list[HotAnswer]) -> None:
+        """The background pass over `touched` (proxy/refresh.py), if one more may run."""
+        if not touched or len(self._passes) >= MAX_PASSES:
             return
         task = asyncio.ensure_future(self._refresh(touched))
         self._passes.add(task)
         task.add_done_callback(self._passes.discard)
 
+    async def renew_due(self, within: float) -> int:
+        """Answers asked lately whose cached copy ends within `within` seconds: the recent
+        facts of their projects are dropped, as a webhook would drop them, and every answer
+        that touches those projects is computed again in one background pass. Returns how many
+        projects were renewed."""
+        if self.hot is None:
+            return 0
+        projects: dict[int, str] = {}
+        for hot in self.hot.due(within):
+            if hot.container == "project":
+                projects[hot.info.id] = hot.info.full_path
+                continue
+            session = self.upstream.session(hot.credential)
+            try:
+                members = await self.collector.group_projects(session, hot.info)
+            except ProxyError:
+                continue  # the caller lost access, GitLab failed: its next request decides
+            projects.update((p.id, p.full_path) for p in members)
+        touched: dict[int, HotAnswer] = {}
+        for project_id, path in projects.items():
+            for facts in ("deployments", "incidents"):
+                change = Change(facts, project_id, path)
+                await self.invalidate(change, refresh=False)
+                touched.update((id(hot), hot) for hot in self._touched(change))
+        self._start_pass(list(touched.values()))
+        return len(projects)
+
     async def _refresh(self, touched: list[HotAnswer]) -> None:
+        IN_PASS.set(True)  # this task's context only
         for hot in touched:
             request = DoraRequest(hot.container, hot.id_or_path, MultiDict(hot.params))
             try:
@@ -354,6 +389,22 @@ class DoraService:
                 continue  # the caller lost access, GitLab failed...: the next request decides
             except Exception as exc:  # a background pass must not die loudly
                 log.warning("refresh_failed", error=type(exc).__name__)
+
+    async def run_background(self, period: float) -> None:
+        """Every `period` seconds until cancelled: the permission keep-alive round, then the
+        renewal of answers whose cached copy would end before the next round."""
+        while True:
+            await asyncio.sleep(period)
+            try:
+                await self.background_round(period)
+            except Exception as exc:  # one failed round must not end the loop
+                log.warning("background_round_failed", error=type(exc).__name__)
+
+    async def background_round(self, period: float) -> None:
+        if self.permissions.keepalive > 0:
+            await self.permissions.refresh_due()
+        if self.hot is not None:
+            await self.renew_due(2 * period)
 
     async def refreshed(self) -> None:
         """Wait for the background passes running now (benchmarks, tests)."""

@@ -94,3 +94,67 @@ async def test_an_answer_not_asked_within_the_window_is_not_recomputed(start_sta
     await deploy_and_deliver(stack)
     await stack.app_service().refreshed()
     assert stack.fake.data_calls() == []
+
+
+async def test_an_answer_about_to_expire_is_renewed_from_fresh_facts(start_stack) -> None:
+    """The safety lifetime (`webhook_ttl`) is renewed in the background: the recent facts are
+    read again (a deployment whose webhook was lost shows), and the next request is a hit."""
+    stack = await start_stack(
+        acme_world(), now=NOW, webhook_secret=SECRET, recent_answer_ttl=0, webhook_ttl=30.0
+    )
+    service = stack.app_service()
+    for target in (WEB.format(metric=DF), ACME.format(metric=DF)):
+        await ask(stack, target)
+    stack.world.deploy(stack.world.environments[200], "2024-03-15T11:30:00Z")  # no webhook
+    assert await service.renew_due(within=10.0) == 0  # 30 s left: not due yet
+    stack.fake.reset_calls()
+    assert await service.renew_due(within=60.0) >= 1
+    await service.refreshed()
+    assert stack.fake.data_calls(), "the recent facts were read again"
+    for target in (WEB.format(metric=DF), ACME.format(metric=DF)):
+        body, cache, calls = await ask(stack, target)
+        assert (cache, calls) == ("hit", 0), target
+        assert body == await fresh(start_stack, stack, target), target
+
+
+async def test_a_renewal_leaves_answers_nobody_asks_for_anymore(start_stack) -> None:
+    clock = [0.0]
+    stack = await start_stack(
+        acme_world(),
+        now=NOW,
+        webhook_secret=SECRET,
+        recent_answer_ttl=0,
+        webhook_ttl=30.0,
+        refresh_window=60,
+    )
+    service = stack.app_service()
+    service.hot._clock = lambda: clock[0]
+    await ask(stack, WEB.format(metric=DF))
+    clock[0] = 61.0
+    stack.fake.reset_calls()
+    assert await service.renew_due(within=3600.0) == 0
+    assert stack.fake.calls == []
+
+
+async def test_a_background_pass_does_not_count_as_asking(start_stack) -> None:
+    """Answers recomputed by a pass stay remembered only `refresh_window` after a caller last
+    asked: otherwise every answer once asked would be renewed forever."""
+    clock = [0.0]
+    stack = await start_stack(
+        acme_world(),
+        now=NOW,
+        webhook_secret=SECRET,
+        recent_answer_ttl=0,
+        webhook_ttl=30.0,
+        refresh_window=60,
+    )
+    service = stack.app_service()
+    service.hot._clock = lambda: clock[0]
+    await ask(stack, WEB.format(metric=DF))
+    clock[0] = 50.0
+    await deploy_and_deliver(stack)
+    await service.refreshed()  # recomputed by the pass at t=50
+    clock[0] = 61.0
+    stack.fake.reset_calls()
+    assert await service.renew_due(within=3600.0) == 0
+    assert stack.fake.calls == []
