@@ -18,6 +18,7 @@ request) above its idle RSS, and CPU seconds of both processes during the reques
 from __future__ import annotations
 
 import argparse
+import hashlib
 import math
 import time
 from collections import Counter
@@ -113,6 +114,8 @@ def measure(
             "proxy_cpu": cpu_seconds(proxy.pid) - proxy_cpu,
             "loop_cpu": cpu_seconds(proxy.pid, proxy.pid) - loop_cpu,
             "fake_cpu": cpu_seconds(fake.pid) - fake_cpu,
+            # Compared across commits: the same answer, byte for byte.
+            "body_sha256": hashlib.sha256(body).hexdigest()[:16],
         }
         fake.reset()
         started = time.perf_counter()
@@ -153,7 +156,7 @@ def main() -> None:
                         f"  run {repeat + 1} c={concurrency} {metric}: {r['wall']:.1f}s, "
                         f"{sum(r['calls'].values())} calls, peak {r['peak_mb']:.0f} MB, "
                         f"proxy cpu {r['proxy_cpu']:.1f}s (loop {r['loop_cpu']:.1f}s), "
-                        f"fake cpu {r['fake_cpu']:.1f}s; "
+                        f"fake cpu {r['fake_cpu']:.1f}s; body sha256 {r['body_sha256']}; "
                         f"repeat {r['repeat_wall'] * 1000:.0f} ms, calls {r['repeat_calls']}",
                         flush=True,
                     )

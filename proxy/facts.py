@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+import orjson
+
 
 @dataclass(frozen=True, slots=True)
 class Environment:
@@ -84,8 +86,26 @@ class ContainerInfo:
     full_path: str
 
 
+_fromisoformat = datetime.fromisoformat
+
+
 def parse_time(value: str) -> datetime:
-    """Parse GitLab's ISO 8601 timestamps (`Z` or a numeric offset) into aware UTC datetimes."""
+    """Parse GitLab's ISO 8601 timestamps (`Z` or a numeric offset) into aware UTC datetimes.
+
+    GitLab writes UTC with `Z` (`2026-03-01T10:00:00.500Z`) and the facts cache with `+00:00`;
+    `fromisoformat` reads both straight to a UTC datetime (Python 3.11+), and a cold group request
+    parses ~55 000 of them. Anything else (another offset, spaces, a lowercase `z`, no offset)
+    takes the exact path, whose answer the fast one only ever repeats
+    (tests/unit/test_facts_codec.py).
+    """
+    try:
+        parsed = _fromisoformat(value)
+    except (ValueError, TypeError):
+        return _parse_time_exact(value)
+    return parsed if parsed.tzinfo is UTC else _parse_time_exact(value)
+
+
+def _parse_time_exact(value: str) -> datetime:
     text = value.strip()
     if text.endswith(("Z", "z")):
         text = text[:-1] + "+00:00"
@@ -191,9 +211,22 @@ def incidents_from_json(data: list[dict]) -> tuple[Incident, ...]:
 
 
 def dumps(data: object) -> bytes:
-    """Compact JSON bytes: the only serialisation used for anything the cache stores."""
+    """Compact JSON bytes, as every answer body is written (json, for the exact bytes)."""
     return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
 
 
+def dump_entry(data: object) -> bytes:
+    """A facts cache entry as compact JSON bytes (orjson: ~10x json's speed on the ~36 000 day
+    lists of a cold 200-project group).
+
+    Records may be given as they are: orjson writes a dataclass as the object of its fields
+    and an instant as `isoformat()` does, so `Deployment`s encode as `deployments_to_json`
+    does, except that an unknown optional field (`job_id`, `iid`, `web_url`) is written as null
+    instead of left out; the `*_from_json` readers take both (tests/unit/test_facts_codec.py).
+    """
+    return orjson.dumps(data)
+
+
 def loads(data: bytes) -> object:
-    return json.loads(data)
+    """A cache entry, written by `dump_entry` or (earlier versions) by `dumps`."""
+    return orjson.loads(data)

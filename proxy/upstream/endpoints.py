@@ -26,6 +26,8 @@ Json = dict[str, Any]
 # Everything a GitLab answer of the wrong shape can raise while being read.
 MALFORMED = (KeyError, TypeError, ValueError, AttributeError, OverflowError)
 
+_NO_JOB: Json = {}  # read only: a deployment without a job (created through the API)
+
 GROUP_PROJECTS_QUERY = {
     "include_subgroups": "true",
     "with_shared": "false",
@@ -113,21 +115,27 @@ def deployments_query(finished_after: datetime, finished_before: datetime) -> di
 
 def deployments(items: Iterable[Json]) -> tuple[Deployment, ...]:
     """Successful deployments with an environment; finished at the job's finish time, else the
-    deployment's last update (spec §3.2)."""
+    deployment's last update (spec §3.2). Written flat: a cold 200-project group reads ~55 000."""
     result = []
+    append = result.append
     for item in items:
-        if item.get("status") != "success" or not item.get("environment"):
+        if item.get("status") != "success":
             continue
-        deployable = item.get("deployable") or {}
+        environment = item.get("environment")
+        if not environment:
+            continue
+        deployable = item.get("deployable") or _NO_JOB
         finished = deployable.get("finished_at") or item.get("updated_at")
         if not finished:
             continue
-        result.append(
+        job_id = deployable.get("id")
+        append(
             Deployment(
                 int(item["id"]),
-                int(item["environment"]["id"]),
+                int(environment["id"]),
                 parse_time(finished),
-                optional_int(deployable.get("id")),
+                # optional_int, inlined: JSON gives exactly int (or bool, which is not kept)
+                job_id if type(job_id) is int else None,
             )
         )
     return tuple(result)

@@ -109,3 +109,31 @@ async def test_issues_feature_disabled_counts_as_no_incidents(world, start_stack
     )
     assert (status, body) == (200, '[{"date":"2021-01-10","value":0.0}]')
     assert [c.status for c in stack.fake.calls_of("project_issues")] == [403]
+
+
+async def test_the_issue_stream_goes_before_the_projects_calls(world, start_stack):
+    """Its pages are fetched first (queued behind the projects' calls they took ~1 s each in a
+    cold 200-project group); its days are stored while the projects' calls run (issue 16)."""
+    build_group(world, projects=8)
+    for n in range(8):
+        for day in range(3):
+            world.incident(world.projects[3000 + n], f"2021-01-{12 + day:02d}T08:00:00Z")
+    stack = await start_stack(world, now=NOW)
+    url = f"/api/v4/groups/300/dora/metrics?metric=change_failure_rate&interval=all&{WINDOW}"
+    assert await stack.get(url, RITA) == (200, '[{"date":null,"value":2.0}]')
+    kinds = [call.kind for call in stack.fake.data_calls()]
+    assert kinds.count("group_issues") == 1
+    first_project_call = min(kinds.index("environments"), kinds.index("deployments"))
+    assert kinds.index("group_issues") < first_project_call
+
+
+async def test_a_failing_issue_stream_fails_the_group_before_any_project_call(world, start_stack):
+    build_group(world)
+    stack = await start_stack(world, now=NOW, upstream_max_retries=1)
+    stack.fake.faults.only_kinds = {"group_issues"}
+    stack.fake.faults.status_codes = [500] * 10
+    url = f"/api/v4/groups/300/dora/metrics?metric=change_failure_rate&{WINDOW}"
+    response = await stack.client.get(url, headers=RITA)
+    assert response.status == 502
+    assert response.headers["X-Dora-Proxy-Upstream-Error"].startswith("GET /groups/300/issues")
+    assert {call.kind for call in stack.fake.data_calls()} == {"group_projects", "group_issues"}
