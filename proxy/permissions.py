@@ -205,7 +205,7 @@ class Permissions:
             generation = await self._current_generation() if self.hooks else 0
             try:
                 info, by_admin_flag = await self._decide(
-                    session, credential, container, id_or_path, bound
+                    session, credential, container, id_or_path, bound, client
                 )
             except (NotFound, Unauthorized, UpstreamRejected) as decision:
                 # without the traceback and its frames
@@ -218,23 +218,9 @@ class Permissions:
                 self.cache.put(key, info, min(bound, default=None))
             return info
 
-        # Concurrent cold requests of one caller for one container share one decision;
-        # joining one costs nothing, so only a new check takes a turn of this client's.
-        flight = "|".join(key)
+        # Concurrent cold requests of one caller for one container share one decision.
         try:
-            if self.flights.running(flight):
-                return await self.flights.run(flight, decide)
-            async with self.gate.enter(client):
-                decided = self.cache.get(key)  # made while this check waited for its turn
-                if isinstance(decided, ProxyError):
-                    raise _fresh(decided)
-                if isinstance(decided, ContainerInfo):
-                    return decided
-                if isinstance(decided, Membership):
-                    kept = await self._kept(session, credential, container, key)
-                    if kept is not None:
-                        return kept
-                return await self.flights.run(flight, decide)
+            return await self.flights.run("|".join(key), decide)
         except (NotFound, Unauthorized, UpstreamRejected) as decision:
             raise _fresh(decision) from None
 
@@ -245,14 +231,21 @@ class Permissions:
         container: str,
         id_or_path: str,
         bound: list[float],
+        client: str | None = None,
     ) -> tuple[ContainerInfo, bool]:
-        """The container, and whether the caller's admin (or auditor) flag is what let them in."""
-        user = await self._user(session, credential, bound) if credential is not None else None
-        info = await self._lookup(session, container, id_or_path, anonymous=user is None)
-        if user is not None and _privileged(user, container):
-            return info, True
-        if user is None:
+        """The container, and whether the caller's admin (or auditor) flag is what let them in.
+
+        The calls anyone can make the proxy send at will, `/user` for a token not seen yet and
+        an anonymous caller's lookups, take a turn of `client`'s (`ClientGate`); the rest are
+        made for a user GitLab has just vouched for."""
+        if credential is None:
+            async with self.gate.enter(client):  # invisible → 404, visible → 401
+                await self._lookup(session, container, id_or_path, anonymous=True)
             raise Unauthorized()
+        user = await self._user(session, credential, bound, client)
+        info = await self._lookup(session, container, id_or_path, anonymous=False)
+        if _privileged(user, container):
+            return info, True
         level = await self._access_level(session, container, info.id, user.id)
         if level < REPORTER:
             raise Unauthorized()
@@ -368,7 +361,11 @@ class Permissions:
         return value
 
     async def _user(
-        self, session: UpstreamSession, credential: Credential, bound: list[float]
+        self,
+        session: UpstreamSession,
+        credential: Credential,
+        bound: list[float],
+        client: str | None = None,
     ) -> UserInfo:
         """The credential's user, from `/user` or its record of the last `ttl` seconds.
 
@@ -383,7 +380,16 @@ class Permissions:
             if isinstance(cached.value, UpstreamRejected):
                 raise _fresh(cached.value)
             return cached.value
-        return await self._read_user(session, key)
+
+        async def read() -> UserInfo:
+            # One read per token however many of its checks wait: one turn of the client's.
+            async with self.gate.enter(client):
+                return await self._read_user(session, key)
+
+        try:
+            return await self.flights.run("|".join(key), read)
+        except UpstreamRejected as rejected:
+            raise _fresh(rejected) from None
 
     async def _read_user(self, session: UpstreamSession, key: tuple[str, ...]) -> UserInfo:
         """`/user` now; the record (or the refusal) kept `permission_ttl` under `key`."""

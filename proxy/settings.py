@@ -413,15 +413,15 @@ class Settings:
     )
     client_check_limit: int = _row(
         2,
-        "Most uncached permission checks one client address may have in flight; up to "
-        "client_check_queue more wait their turn, further ones answer 429, asking to retry "
-        "(0 turns the limit off; behind a reverse proxy, list it in trusted_proxies).",
+        "Most /user reads of unseen tokens (one per token) and anonymous lookups one client "
+        "address may have in flight; up to client_check_queue more wait their turn, further "
+        "ones answer 429, asking to retry (0 turns the limit off; behind a reverse proxy, list "
+        "it in trusted_proxies).",
         check=_at_least(0),
     )
     client_check_queue: int = _row(
         16,
-        "Uncached permission checks of one client address that may wait for a turn "
-        "(see client_check_limit).",
+        "Checks of one client address that may wait for a turn (see client_check_limit).",
         check=_at_least(0),
     )
     client_forward_limit: int = _row(

@@ -373,3 +373,18 @@ async def test_graphql_dora_checks_take_turns_per_client(start_stack) -> None:
     statuses = await asyncio.gather(*(one() for _ in range(12)))
     assert len(stack.fake.calls_of("user")) <= 1 + 1 + 2, statuses
     assert statuses.count(429) >= 12 - 1 - 1 - 2, statuses
+
+
+async def test_one_tokens_many_cold_checks_take_one_turn(start_stack) -> None:
+    """The per-client turns bound what anyone can trigger at will (`/user` for tokens never
+    seen, anonymous lookups), not a vouched-for user's checks: one token asking about many
+    projects at once reads `/user` once, takes one turn, and is never refused."""
+    stack = await start_stack(
+        busy_world(projects=8, deployments=1), now=NOW, client_check_limit=1, client_check_queue=1
+    )
+    stack.fake.faults.latency = 0.05
+    stack.fake.faults.only_kinds = {"user", "project", "project_members"}
+    targets = [lead_time(project) for project in range(11, 19) for _ in range(3)]
+    statuses = [status for status, _, _ in await asyncio.gather(*(get(stack, t) for t in targets))]
+    assert statuses == [200] * len(targets)
+    assert len(stack.fake.calls_of("user")) == 1
