@@ -47,6 +47,7 @@ from proxy.upstream import UpstreamSession, UpstreamStatus
 _log = structlog.get_logger("proxy.permissions")
 
 REPORTER = 20
+MAX_ACTIVE = 10_000  # credentials kept for background re-checks (the least recent go first)
 GENERATION_READ_EVERY = 1.0  # seconds between reads of the shared membership generation
 WAITING_PER_CLIENT = 16  # checks of one client address waiting for a turn (default)
 _MAX_ENTRIES = 50_000
@@ -74,7 +75,7 @@ class _Active:
     """A credential used lately, kept (in memory only) to re-read its user in the background."""
 
     credential: Credential
-    session: UpstreamSession
+    open_session: Callable[[], UpstreamSession]
     last_used: float
 
 
@@ -190,9 +191,9 @@ class Permissions:
         caller = self.caller_key(credential)
         key = (caller, container, id_or_path)
         if self.hooks:
-            self._mark_active(caller, credential, session)
             kept = await self._kept(session, credential, container, key)
             if kept is not None:
+                self._mark_active(caller, credential, session)
                 return kept
         cached = self.cache.get(key)
         if isinstance(cached, ProxyError):
@@ -214,6 +215,7 @@ class Permissions:
             if self.hooks and credential is not None:
                 kept = Membership(info, by_admin_flag, generation)
                 self.cache.put(key, kept, ttl=self.membership_ttl)
+                self._mark_active(caller, credential, session)  # proven: worth keeping alive
             else:
                 self.cache.put(key, info, min(bound, default=None))
             return info
@@ -282,11 +284,11 @@ class Permissions:
         if active is not None:
             active.last_used = now
             return
-        if len(self._active) >= _MAX_ENTRIES:  # the oldest quarter goes
+        if len(self._active) >= MAX_ACTIVE:  # the oldest quarter goes
             oldest = sorted(self._active.items(), key=lambda item: item[1].last_used)
-            for name, _ in oldest[: _MAX_ENTRIES // 4]:
+            for name, _ in oldest[: MAX_ACTIVE // 4]:
                 del self._active[name]
-        self._active[caller] = _Active(credential, session, now)
+        self._active[caller] = _Active(credential, session.reopener(), now)
 
     async def refresh_due(self, concurrency: int = 4) -> int:
         """Re-check, in the background, what the next request of a credential used in the last
@@ -313,11 +315,17 @@ class Permissions:
             and entry.expires - now < renew
         ]
         limit = asyncio.Semaphore(concurrency)
+        sessions: dict[str, UpstreamSession] = {}  # one per credential this round
+
+        def session_of(caller: str) -> UpstreamSession:
+            if caller not in sessions:
+                sessions[caller] = self._active[caller].open_session()
+            return sessions[caller]
 
         async def read_user(caller: str) -> None:
             async with limit:
                 with contextlib.suppress(ProxyError):
-                    await self._read_user(self._active[caller].session, (caller, "user"))
+                    await self._read_user(session_of(caller), (caller, "user"))
 
         async def decide_again(key: tuple[str, ...]) -> None:
             caller, container, id_or_path = key
@@ -326,7 +334,7 @@ class Permissions:
                 generation = await self._current_generation()
                 try:
                     info, by_admin_flag = await self._decide(
-                        active.session, active.credential, container, id_or_path, []
+                        session_of(caller), active.credential, container, id_or_path, []
                     )
                 except (NotFound, Unauthorized, UpstreamRejected) as decision:
                     self.cache.put(key, _fresh(decision))

@@ -316,7 +316,7 @@ class Settings:
         check=_not_negative,
     )
     refresh_window: float = _row(
-        900.0,
+        3600.0,
         "With webhook_secret set: answers asked in the last this many seconds are computed "
         "again in the background right after a webhook changes their facts, so their next "
         "request is a cache hit (0: off; the askers' tokens stay in memory that long).",

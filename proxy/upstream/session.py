@@ -31,6 +31,11 @@ class UpstreamSession:
         self._upstream = upstream
         self._credential = credential
 
+    def reopener(self) -> functools.partial[UpstreamSession]:
+        """A way to open a new session with the same credential later (background re-checks),
+        without keeping this one's python-gitlab client alive meanwhile."""
+        return functools.partial(UpstreamSession, self._upstream, self._credential)
+
     @functools.cached_property
     def _gl(self) -> gitlab.Gitlab:
         return self._upstream.client(self._credential)

@@ -215,3 +215,23 @@ async def test_the_app_runs_the_background_round_itself(start_stack) -> None:
     assert (await get(stack, lead_time(11), MARIA))[0] == 200
     await asyncio.sleep(1.5)  # real time: the loop runs every second at least
     assert len(stack.fake.calls_of("user")) >= 2
+
+
+async def test_only_proven_tokens_are_kept_for_background_checks(start_stack) -> None:
+    """A junk-token flood must not fill the keep-alive list (each entry costs a `/user` call
+    per round): a token is kept only once GitLab vouched for it."""
+    import secrets
+
+    stack, _ = await start(start_stack)
+    permissions = stack.app_service().permissions
+    for _ in range(20):
+        junk = {"PRIVATE-TOKEN": "glpat-" + secrets.token_hex(10)}
+        assert (await get(stack, lead_time(11), junk))[0] == 401
+    assert (await get(stack, lead_time(11), {"PRIVATE-TOKEN": "tok-nobody"}))[0] in (401, 404)
+    assert len(permissions._active) == 0
+    assert (await get(stack, lead_time(11)))[0] == 200
+    assert len(permissions._active) == 1
+    users = len(stack.fake.calls_of("user"))
+    await permissions.refresh_due()
+    await permissions.refresh_due()
+    assert len(stack.fake.calls_of("user")) == users  # maria's record is young: nothing due
