@@ -48,6 +48,7 @@ _log = structlog.get_logger("proxy.permissions")
 
 REPORTER = 20
 MAX_ACTIVE = 10_000  # credentials kept for background re-checks (the least recent go first)
+MAX_CHECKS_PER_ROUND = 256  # user reads, and as many membership decisions, per background round
 GENERATION_READ_EVERY = 1.0  # seconds between reads of the shared membership generation
 WAITING_PER_CLIENT = 16  # checks of one client address waiting for a turn (default)
 _MAX_ENTRIES = 50_000
@@ -306,6 +307,10 @@ class Permissions:
             if (entry := self.cache.entry((caller, "user"))) is None
             or entry.expires - now < self.cache.ttl / 2
         ]
+        # A bound on each round's calls, the most recently active first: the others are
+        # checked on their next request, as without keep-alive.
+        users = sorted(users, key=lambda caller: -self._active[caller].last_used)
+        users = users[:MAX_CHECKS_PER_ROUND]
         renew = self.membership_ttl / 4 if self.membership_ttl else 0.0
         memberships = [
             key
@@ -313,7 +318,7 @@ class Permissions:
             if isinstance(entry.value, Membership)
             and key[0] in self._active
             and entry.expires - now < renew
-        ]
+        ][:MAX_CHECKS_PER_ROUND]
         limit = asyncio.Semaphore(concurrency)
         sessions: dict[str, UpstreamSession] = {}  # one per credential this round
 

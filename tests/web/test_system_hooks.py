@@ -235,3 +235,23 @@ async def test_only_proven_tokens_are_kept_for_background_checks(start_stack) ->
     await permissions.refresh_due()
     await permissions.refresh_due()
     assert len(stack.fake.calls_of("user")) == users  # maria's record is young: nothing due
+
+
+async def test_a_background_round_makes_a_bounded_number_of_checks(
+    start_stack, monkeypatch
+) -> None:
+    """However many tokens are active, one round re-reads at most MAX_CHECKS_PER_ROUND users
+    (the most recently active first); the rest are checked on their next request."""
+    import proxy.permissions
+
+    monkeypatch.setattr(proxy.permissions, "MAX_CHECKS_PER_ROUND", 1)
+    stack, clock = await start(start_stack)
+    permissions = stack.app_service().permissions
+    assert (await get(stack, lead_time(11), {"PRIVATE-TOKEN": "tok-admin"}))[0] == 200
+    clock[0] += 1
+    assert (await get(stack, lead_time(11)))[0] == 200  # maria, most recent
+    users = len(stack.fake.calls_of("user"))
+    clock[0] += TTL / 2 + 2
+    assert await permissions.refresh_due() == 1
+    assert len(stack.fake.calls_of("user")) == users + 1
+    assert stack.fake.calls_of("user")[-1].token == "tok-maria"
