@@ -219,6 +219,7 @@ class Outcome:
     requests: Counter[str] = field(default_factory=Counter)
     calls_by_kind: Counter[str] = field(default_factory=Counter)
     background_calls: int = 0
+    background_by_kind: Counter[str] = field(default_factory=Counter)
     quiet_latencies: list[float] = field(default_factory=list)  # requests without a call
     layers: Counter[str] = field(default_factory=Counter)  # X-Dora-Proxy-Cache of answers
     # recomputed answers by caller, container and hour of the day
@@ -355,6 +356,7 @@ async def run_day(
                     await service.background_round(tick)
                     await service.refreshed()
                     outcome.background_calls += len(fake.calls) - before
+                    outcome.background_by_kind.update(c.kind for c in fake.calls[before:])
                     next_tick = clock.now + tick
                 if event.kind == "request":
                     await _request(
@@ -390,6 +392,7 @@ async def run_day(
                         if background_period is not None:
                             await service.refreshed()
                         outcome.background_calls += len(fake.calls) - before
+                        outcome.background_by_kind.update(c.kind for c in fake.calls[before:])
     finally:
         outcome.wall = time.perf_counter() - started
         await proxy_server.close()
@@ -446,6 +449,7 @@ async def _request(
     await asyncio.sleep(0)  # let work left from the last request reach the fake first
     before = len(fake.calls)
     outcome.background_calls += before - background
+    outcome.background_by_kind.update(c.kind for c in fake.calls[background:before])
     t0 = time.perf_counter()
     async with http.get(proxy_server.make_url(url), headers=headers) as response:
         body = await response.read()
@@ -528,6 +532,8 @@ def report(results: dict[str, Outcome]) -> None:
             f"- {mode}: calls in requests by kind: {kinds or 'none'}; statuses {dict(o.statuses)}"
         )
         print(f"  answered by layer (X-Dora-Proxy-Cache): {dict(o.layers)}")
+        if o.background_calls:
+            print(f"  calls between requests by kind: {dict(o.background_by_kind.most_common())}")
         print(f"  recomputed (miss) by caller, container, hour: {dict(sorted(o.misses.items()))}")
         if o.mismatch_examples:
             print(f"  mismatches, e.g.: {o.mismatch_examples}")

@@ -170,6 +170,7 @@ class DoraService:
         # Answers asked lately, computed again in the background after a webhook's change.
         self.hot = hot
         self._passes: set[asyncio.Task[None]] = set()
+        self._facts_renewed: dict[int, float] = {}  # project id -> when `renew_due` dropped them
 
     async def close(self) -> None:
         for task in self._passes:
@@ -185,6 +186,8 @@ class DoraService:
         self,
         request: DoraRequest,
         credential: Credential | None,
+        *,
+        renew: bool = False,
     ) -> Answer:
         """The answer GitLab Ultimate would give; raises the error it would give otherwise.
 
@@ -195,7 +198,7 @@ class DoraService:
         count_upstream_calls()
         try:
             async with asyncio.timeout(self.deadline):
-                answer = await self._answer(request, credential)
+                answer = await self._answer(request, credential, renew)
         except TimeoutError:
             raise GatewayTimeout(detail="request deadline exceeded") from None
         self._remember(token, answer)
@@ -228,7 +231,9 @@ class DoraService:
             lifetime = min(answer.max_age, day_ends - self._seconds())
             self.recent.put(key, answer.recalled(), lifetime, generation, valid_until=day_ends)
 
-    async def _answer(self, request: DoraRequest, credential: Credential | None) -> Answer:
+    async def _answer(
+        self, request: DoraRequest, credential: Credential | None, renew: bool = False
+    ) -> Answer:
         container = request.container
         unchecked = parse_query(request.params, self.today())
         session = self.upstream.session(credential)
@@ -241,18 +246,24 @@ class DoraService:
             if self.hot is not None
             else None
         )
-        answer = await self._answer_for(session, container, info, query)
+        answer = await self._answer_for(session, container, info, query, renew)
         if hot is not None and self.hot is not None and answer.cache in ("hit", "miss"):
             hot.served(answer.max_age, self.hot.now())
         return answer
 
     async def _answer_for(
-        self, session: UpstreamSession, container: str, info: ContainerInfo, query: DoraQuery
+        self,
+        session: UpstreamSession,
+        container: str,
+        info: ContainerInfo,
+        query: DoraQuery,
+        renew: bool = False,
     ) -> Answer:
-        """The answer for a caller already authorized: cached, else computed (once)."""
+        """The answer for a caller already authorized: cached, else computed (once). `renew`:
+        computed again (and stored) even though a cached copy still lives."""
         key, stale_key = await self._answer_keys(container, info, query)
         ttl = self._answer_ttl(query)
-        cached = await self.storage.get(key)
+        cached = None if renew else await self.storage.get(key)
         self.telemetry.cache_lookup("answer", cached is not None)
         if cached is not None:
             return self._from_cache(cached, "hit", ttl)
@@ -345,23 +356,27 @@ class DoraService:
         groups = ancestor_groups(change.path_with_namespace or "")
         return self.hot.touched_by(change.project_id, groups)
 
-    def _start_pass(self, touched: list[HotAnswer]) -> None:
-        """The background pass over `touched` (proxy/refresh.py), if one more may run."""
+    def _start_pass(self, touched: list[HotAnswer], renew: set[int] | None = None) -> None:
+        """The background pass over `touched` (proxy/refresh.py), if one more may run; those
+        in `renew` (by `id`) are computed again even if their cached copy still lives."""
         if not touched or len(self._passes) >= MAX_PASSES:
             return
-        task = asyncio.ensure_future(self._refresh(touched))
+        task = asyncio.ensure_future(self._refresh(touched, renew or set()))
         self._passes.add(task)
         task.add_done_callback(self._passes.discard)
 
     async def renew_due(self, within: float) -> int:
-        """Answers asked lately whose cached copy ends within `within` seconds: the recent
-        facts of their projects are dropped, as a webhook would drop them, and every answer
-        that touches those projects is computed again in one background pass. Returns how many
-        projects were renewed."""
+        """Answers asked lately whose cached copy ends within `within` seconds are computed
+        again in one background pass. Their projects' recent facts are dropped first, as a
+        webhook would drop them, unless that was done in the last half of `ttl_current` (the
+        answers of one group come due at different times; its twenty projects' facts are read
+        again once, not once per answer). Returns how many projects' facts were dropped."""
         if self.hot is None:
             return 0
+        now = self.hot.now()
+        due = self.hot.due(within)
         projects: dict[int, str] = {}
-        for hot in self.hot.due(within):
+        for hot in due:
             if hot.container == "project":
                 projects[hot.info.id] = hot.info.full_path
                 continue
@@ -371,21 +386,30 @@ class DoraService:
             except ProxyError:
                 continue  # the caller lost access, GitLab failed: its next request decides
             projects.update((p.id, p.full_path) for p in members)
-        touched: dict[int, HotAnswer] = {}
-        for project_id, path in projects.items():
+        every = self.policy.ttl_current / 2
+        stale = {
+            project_id: path
+            for project_id, path in projects.items()
+            if now - self._facts_renewed.get(project_id, -math.inf) >= every
+        }
+        if len(self._facts_renewed) > 10_000:
+            self._facts_renewed = {p: t for p, t in self._facts_renewed.items() if now - t < every}
+        touched: dict[int, HotAnswer] = {id(hot): hot for hot in due}
+        for project_id, path in stale.items():
+            self._facts_renewed[project_id] = now
             for facts in ("deployments", "incidents"):
                 change = Change(facts, project_id, path)
                 await self.invalidate(change, refresh=False)
                 touched.update((id(hot), hot) for hot in self._touched(change))
-        self._start_pass(list(touched.values()))
-        return len(projects)
+        self._start_pass(list(touched.values()), renew={id(hot) for hot in due})
+        return len(stale)
 
-    async def _refresh(self, touched: list[HotAnswer]) -> None:
+    async def _refresh(self, touched: list[HotAnswer], renew: set[int]) -> None:
         IN_PASS.set(True)  # this task's context only
         for hot in touched:
             request = DoraRequest(hot.container, hot.id_or_path, MultiDict(hot.params))
             try:
-                await self.answer(request, hot.credential)
+                await self.answer(request, hot.credential, renew=id(hot) in renew)
             except ProxyError:
                 continue  # the caller lost access, GitLab failed...: the next request decides
             except Exception as exc:  # a background pass must not die loudly

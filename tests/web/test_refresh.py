@@ -158,3 +158,26 @@ async def test_a_background_pass_does_not_count_as_asking(start_stack) -> None:
     stack.fake.reset_calls()
     assert await service.renew_due(within=3600.0) == 0
     assert stack.fake.calls == []
+
+
+async def test_a_projects_facts_are_renewed_once_per_half_lifetime(start_stack) -> None:
+    """A group's answers come due at different moments: the first renewal reads its projects'
+    recent facts again, the next ones within half of `webhook_ttl` only recompute from them."""
+    stack = await start_stack(
+        acme_world(), now=NOW, webhook_secret=SECRET, recent_answer_ttl=0, webhook_ttl=30.0
+    )
+    service = stack.app_service()
+    await ask(stack, ACME.format(metric=DF))
+    assert await service.renew_due(within=60.0) >= 2  # acme's projects
+    await service.refreshed()
+    stack.fake.reset_calls()
+    counts = service.telemetry.cache_lookups.counts
+    hits = counts.get(("answer", True), 0)
+    assert await service.renew_due(within=60.0) == 0
+    await service.refreshed()
+    assert stack.fake.data_calls() == []
+    # computed again (and stored) from the cached facts, not served from the cached answer
+    assert counts.get(("answer", True), 0) == hits
+    body, cache, calls = await ask(stack, ACME.format(metric=DF))
+    assert (cache, calls) == ("hit", 0)
+    assert body == await fresh(start_stack, stack, ACME.format(metric=DF))
