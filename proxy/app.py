@@ -102,10 +102,10 @@ def _membership_by_hooks(settings: Settings, storage: Storage, keys: CacheKeys) 
 
 
 def background_period(settings: Settings) -> float:
-    """Seconds between background rounds: a quarter of `permission_ttl` when tokens are kept
-    alive (a user record is re-read in its second half), else half a minute."""
+    """Seconds between background rounds: an eighth of `permission_ttl` when tokens are kept
+    alive (a user record is re-read in the last two rounds of its life), else half a minute."""
     if settings.system_hooks and settings.permission_keepalive > 0:
-        return max(1.0, min(settings.permission_ttl / 4, 30.0))
+        return max(1.0, min(settings.permission_ttl / 8, 30.0))
     return 30.0
 
 

@@ -291,13 +291,16 @@ class Permissions:
                 del self._active[name]
         self._active[caller] = _Active(credential, session.reopener(), now)
 
-    async def refresh_due(self, concurrency: int = 4) -> int:
+    async def refresh_due(self, margin: float | None = None, concurrency: int = 4) -> int:
         """Re-check, in the background, what the next request of a credential used in the last
-        `keepalive` seconds would otherwise wait for: its user record once less than half its
-        life is left (so the revocation promise, `permission_ttl`, holds and no request waits
-        for `/user`), and its kept membership decisions in their last quarter (`membership_ttl`).
+        `keepalive` seconds would otherwise wait for: its user record (so the revocation
+        promise, `permission_ttl`, holds and no request waits for `/user`) and its kept
+        membership decisions (`membership_ttl`), once they have less than `margin` seconds left
+        (the background round passes two rounds; default: half and a quarter of their life).
         Credentials idle longer are forgotten. Returns how many checks were made."""
         now = self.cache.now()
+        # As late as the next round allows (`margin`: two rounds): fewer reads per token.
+        user_margin = min(margin, self.cache.ttl / 2) if margin else self.cache.ttl / 2
         for caller, active in list(self._active.items()):
             if now - active.last_used > self.keepalive:
                 del self._active[caller]
@@ -305,13 +308,13 @@ class Permissions:
             caller
             for caller in self._active
             if (entry := self.cache.entry((caller, "user"))) is None
-            or entry.expires - now < self.cache.ttl / 2
+            or entry.expires - now < user_margin
         ]
         # A bound on each round's calls, the most recently active first: the others are
         # checked on their next request, as without keep-alive.
         users = sorted(users, key=lambda caller: -self._active[caller].last_used)
         users = users[:MAX_CHECKS_PER_ROUND]
-        renew = self.membership_ttl / 4 if self.membership_ttl else 0.0
+        renew = min(margin, self.membership_ttl / 4) if margin else (self.membership_ttl or 0) / 4
         memberships = [
             key
             for key, entry in self.cache.entries()

@@ -427,7 +427,7 @@ class DoraService:
 
     async def background_round(self, period: float) -> None:
         if self.permissions.keepalive > 0:
-            await self.permissions.refresh_due()
+            await self.permissions.refresh_due(margin=2 * period)
         if self.hot is not None:
             await self.renew_due(2 * period)
 
