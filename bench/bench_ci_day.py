@@ -347,17 +347,18 @@ async def run_day(
             for n, event in enumerate(events):
                 if n % 500 == 0:
                     _progress(f"{n}/{len(events)} events, {time.perf_counter() - started:.0f} s")
-                clock.now = max(clock.now, event.at)
-                if rounds and clock.now >= next_tick:
-                    # The round `run_background` makes every `tick` seconds, on simulated time
-                    # (its own real-time loop rarely fires in a run this fast), and the pass
-                    # it starts: the next request comes seconds later in this world.
+                while rounds and next_tick <= event.at:
+                    # The rounds `run_background` makes every `tick` seconds, each at its own
+                    # simulated moment (its real-time loop rarely fires in a run this fast),
+                    # and the passes they start: requests come seconds apart in this world.
+                    clock.now = max(clock.now, next_tick)
                     before = len(fake.calls)
                     await service.background_round(tick)
                     await service.refreshed()
                     outcome.background_calls += len(fake.calls) - before
                     outcome.background_by_kind.update(c.kind for c in fake.calls[before:])
-                    next_tick = clock.now + tick
+                    next_tick += tick
+                clock.now = max(clock.now, event.at)
                 if event.kind == "request":
                     await _request(
                         http,
