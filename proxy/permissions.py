@@ -50,6 +50,7 @@ REPORTER = 20
 MAX_ACTIVE = 10_000  # credentials kept for background re-checks (the least recent go first)
 MAX_CHECKS_PER_ROUND = 256  # user reads, and as many membership decisions, per background round
 GENERATION_READ_EVERY = 1.0  # seconds between reads of the shared membership generation
+UNKNOWN_GENERATION = -1  # the shared counter could not be read: nothing is kept meanwhile
 WAITING_PER_CLIENT = 16  # checks of one client address waiting for a turn (default)
 _MAX_ENTRIES = 50_000
 
@@ -162,7 +163,6 @@ class Permissions:
         self._generation_source = generation
         self._generation = (0, -math.inf)  # (value, when read): read at most once a second
         self._active: dict[str, _Active] = {}
-        self.refreshed = 0  # user records re-read in the background (a metric for benchmarks)
 
     @property
     def hooks(self) -> bool:
@@ -213,7 +213,7 @@ class Permissions:
                 # without the traceback and its frames
                 self.cache.put(key, _fresh(decision), min(bound, default=None))
                 raise
-            if self.hooks and credential is not None:
+            if self.hooks and credential is not None and generation != UNKNOWN_GENERATION:
                 kept = Membership(info, by_admin_flag, generation)
                 self.cache.put(key, kept, ttl=self.membership_ttl)
                 self._mark_active(caller, credential, session)  # proven: worth keeping alive
@@ -349,12 +349,12 @@ class Permissions:
                 except ProxyError:
                     pass  # GitLab in trouble: the decision ends with its time, as it would
                 else:
-                    kept = Membership(info, by_admin_flag, generation)
-                    self.cache.put(key, kept, ttl=self.membership_ttl)
+                    if generation != UNKNOWN_GENERATION:
+                        kept = Membership(info, by_admin_flag, generation)
+                        self.cache.put(key, kept, ttl=self.membership_ttl)
 
         await asyncio.gather(*map(read_user, users))
         await asyncio.gather(*map(decide_again, memberships))
-        self.refreshed += len(users) + len(memberships)
         return len(users) + len(memberships)
 
     def membership_changed(self) -> None:
@@ -372,7 +372,7 @@ class Permissions:
                 value = await self._generation_source()
             except Exception:  # the cache is down: no decision may be kept from it
                 self._generation = (value, -math.inf)
-                return -1
+                return UNKNOWN_GENERATION
             self._generation = (value, now)
         return value
 

@@ -255,3 +255,23 @@ async def test_a_background_round_makes_a_bounded_number_of_checks(
     assert await permissions.refresh_due() == 1
     assert len(stack.fake.calls_of("user")) == users + 1
     assert stack.fake.calls_of("user")[-1].token == "tok-maria"
+
+
+async def test_nothing_is_kept_while_the_shared_generation_cannot_be_read(start_stack) -> None:
+    """A system hook's change reaches other replicas through the cache: while it cannot be
+    read, decisions last `permission_ttl` as without system hooks."""
+    stack, clock = await start(start_stack)
+    permissions = stack.app_service().permissions
+
+    async def broken() -> int:
+        raise ConnectionError("cache down")
+
+    permissions._generation_source = broken
+    assert (await get(stack, lead_time(11)))[0] == 200
+    clock[0] += TTL + 1
+    before = permission_calls(stack)
+    assert (await get(stack, lead_time(11)))[0] == 200
+    after = permission_calls(stack)
+    assert after.get("group_members", 0) + after.get("project_members", 0) > before.get(
+        "group_members", 0
+    ) + before.get("project_members", 0)
