@@ -166,16 +166,6 @@ def _prepare(settings: Settings) -> None:
     configure_logging(settings.log_level, settings.log_format)
 
 
-async def _freeze_startup_objects(_app: object) -> None:
-    """Move everything alive at start (modules, classes, settings) out of the garbage
-    collector's sight: a full collection then scans only what requests created, instead of
-    pausing every request for tens of ms now and then (docs/decisions.md)."""
-    import gc
-
-    gc.collect()
-    gc.freeze()
-
-
 def serve(settings: Settings) -> int:
     """Serve until SIGTERM/SIGINT; in-flight requests drain before exit."""
     from proxy.app import create_app
@@ -189,7 +179,6 @@ def serve(settings: Settings) -> int:
     url = f"http://{settings.host}:{settings.port}"
     try:
         app = create_app(settings)
-        app.on_startup.append(_freeze_startup_objects)
         # web.run_app, plus the open-files limit raised and a cap on client connections.
         serve_app(
             app,
