@@ -21,6 +21,7 @@ A day is *settled* once it ended more than `settle_margin` seconds ago: its entr
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -364,17 +365,23 @@ class FactsCollector:
             else:
                 items.append((entries.day(day), f.dump_entry(value), self.policy.ttl_recent))
         oldest = now.timestamp() - self.policy.ttl_settled
-        for month, fetched in months.items():
-            key = entries.month(month)
-            cached = await self.storage.get(key)
-            merged = {
-                text: entry
-                for text, entry in (f.loads(cached) if cached else {}).items()  # type: ignore[union-attr]
-                if entry[0] > oldest
-            }
-            merged.update(fetched)
-            items.append((key, f.dump_entry(merged), self.policy.ttl_settled))
-        await put_many(self.storage, items)
+        keys = {month: entries.month(month) for month in months}
+        # Read, merge and write each month entry under its own lock: two runs of one project
+        # fetched at once (days on both sides of a cached stretch) merge into the same month,
+        # and without it the later write drops the other run's days (fetched again next time).
+        async with contextlib.AsyncExitStack() as held:
+            for key in sorted(keys.values()):  # one order for every writer: no deadlock
+                await held.enter_async_context(self._lock(key))
+            for month, fetched in months.items():
+                cached = await self.storage.get(keys[month])
+                merged = {
+                    text: entry
+                    for text, entry in (f.loads(cached) if cached else {}).items()  # type: ignore[union-attr]
+                    if entry[0] > oldest
+                }
+                merged.update(fetched)
+                items.append((keys[month], f.dump_entry(merged), self.policy.ttl_settled))
+            await put_many(self.storage, items)
 
     # ---- merge requests -----------------------------------------------------------------------
     async def _merge_requests(
