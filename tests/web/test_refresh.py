@@ -117,7 +117,8 @@ async def test_an_answer_about_to_expire_is_renewed_from_fresh_facts(start_stack
         assert body == await fresh(start_stack, stack, target), target
 
 
-async def test_a_renewal_leaves_answers_nobody_asks_for_anymore(start_stack) -> None:
+async def start_with_a_window_clock(start_stack):
+    """A stack whose remembered answers (`refresh_window` 60 s) age on a clock the test moves."""
     clock = [0.0]
     stack = await start_stack(
         acme_world(),
@@ -127,8 +128,13 @@ async def test_a_renewal_leaves_answers_nobody_asks_for_anymore(start_stack) -> 
         webhook_ttl=30.0,
         refresh_window=60,
     )
+    stack.app_service().hot._clock = lambda: clock[0]
+    return stack, clock
+
+
+async def test_a_renewal_leaves_answers_nobody_asks_for_anymore(start_stack) -> None:
+    stack, clock = await start_with_a_window_clock(start_stack)
     service = stack.app_service()
-    service.hot._clock = lambda: clock[0]
     await ask(stack, WEB.format(metric=DF))
     clock[0] = 61.0
     stack.fake.reset_calls()
@@ -139,17 +145,8 @@ async def test_a_renewal_leaves_answers_nobody_asks_for_anymore(start_stack) -> 
 async def test_a_background_pass_does_not_count_as_asking(start_stack) -> None:
     """Answers recomputed by a pass stay remembered only `refresh_window` after a caller last
     asked: otherwise every answer once asked would be renewed forever."""
-    clock = [0.0]
-    stack = await start_stack(
-        acme_world(),
-        now=NOW,
-        webhook_secret=SECRET,
-        recent_answer_ttl=0,
-        webhook_ttl=30.0,
-        refresh_window=60,
-    )
+    stack, clock = await start_with_a_window_clock(start_stack)
     service = stack.app_service()
-    service.hot._clock = lambda: clock[0]
     await ask(stack, WEB.format(metric=DF))
     clock[0] = 50.0
     await deploy_and_deliver(stack)
