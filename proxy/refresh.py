@@ -111,6 +111,3 @@ class HotAnswers:
         seconds."""
         limit = self._clock() + within
         return [hot for hot in self._live() if hot.fresh_until <= limit]
-
-    def __len__(self) -> int:
-        return len(self._answers)

@@ -16,9 +16,11 @@ SECRET = "hook-secret"
 TTL = 60.0
 
 
-async def start(start_stack, *, system_hooks: bool = True, **settings):
+async def start(start_stack, *, system_hooks: bool = True, world=None, **settings):
+    """A stack with system hooks on (or off), its decisions aging on a clock the test moves.
+    `fake` and `cache_dir` in `settings` make it a second replica of another stack."""
     stack = await start_stack(
-        busy_world(projects=2, deployments=1),
+        world or busy_world(projects=2, deployments=1),
         now=NOW,
         webhook_secret=SECRET,
         system_hooks=system_hooks,
@@ -174,18 +176,9 @@ async def test_a_demoted_admin_loses_what_the_admin_flag_gave_within_permission_
 async def test_another_replica_drops_its_kept_decisions_within_a_second(start_stack) -> None:
     """The hook reaches one replica; the others see the shared generation move."""
     stack, _ = await start(start_stack)
-    other = await start_stack(
-        stack.fake.world,
-        now=NOW,
-        fake=stack.fake,
-        cache_dir=stack.settings.cache_dir,
-        webhook_secret=SECRET,
-        system_hooks=True,
-        permission_ttl=TTL,
-        recent_answer_ttl=0,
+    other, other_clock = await start(
+        start_stack, world=stack.fake.world, fake=stack.fake, cache_dir=stack.settings.cache_dir
     )
-    other_clock = [1000.0]
-    other.app_service().permissions.cache._clock = lambda: other_clock[0]
     assert (await get(other, lead_time(11)))[0] == 200
     stack.fake.world.members = [m for m in stack.fake.world.members if m.user_id != 11]
     assert (await system_hook(stack, "user_remove_from_group", group_id=10, user_id=11))[0] == 200
