@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import signal
 import socket
 import statistics
 import subprocess
@@ -179,6 +180,7 @@ class ProxyProcess:
     log_path: Path | None = None
     _proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
     _temp: tempfile.TemporaryDirectory[str] | None = field(default=None, repr=False)
+    _profiler: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
     def url(self) -> str:
@@ -196,8 +198,27 @@ class ProxyProcess:
             self.cache_dir = Path(self._temp.name) / "cache"
         for _ in range(5):
             if self._try_start(self.port or free_port()):
+                self._start_profiler()
                 return self
         raise RuntimeError("proxy did not start")
+
+    def _start_profiler(self) -> None:
+        """`BENCH_PYSPY=FILE`: sample the proxy with py-spy (raw stacks, every thread) into FILE.
+
+        Each proxy started appends its own numbered file, so a benchmark's runs stay apart.
+        """
+        target = os.environ.get("BENCH_PYSPY")
+        if not target:
+            return
+        out = f"{target}.{self.pid}"
+        cmd = ["py-spy", "record", "--pid", str(self.pid), "--format", "raw", "-o", out]
+        extra = os.environ.get("BENCH_PYSPY_ARGS", "").split()
+        cmd += ["--rate", "250", "--threads", "--nonblocking", *extra]
+        py_spy = Path(PYTHON).with_name("py-spy")
+        if py_spy.exists():
+            cmd[0] = str(py_spy)
+        self._profiler = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(0.5)
 
     def _try_start(self, port: int) -> bool:
         self.port = port
@@ -237,6 +258,10 @@ class ProxyProcess:
         return http("GET", self.url + path_and_query, {"PRIVATE-TOKEN": token})
 
     def stop(self) -> None:
+        if self._profiler is not None:
+            self._profiler.send_signal(signal.SIGINT)
+            self._profiler.wait(30)
+            self._profiler = None
         if self._proc is not None:
             self._proc.terminate()
             try:
