@@ -164,8 +164,11 @@ async def test_a_deployment_event_makes_the_project_and_its_groups_fresh(start_s
 
 
 async def test_an_event_during_a_running_fetch_drops_what_that_fetch_stores(start_stack) -> None:
-    """The fetch may have read GitLab before the deployment: its days must not outlive the event."""
-    stack, _ = await primed(start_stack, "deployment_frequency")
+    """The fetch may have read GitLab before the deployment: its days must not outlive the event.
+
+    Without background recomputation (`refresh_window` 0): its pass would read the days again
+    itself, at a moment that depends on the machine's load."""
+    stack, _ = await primed(start_stack, "deployment_frequency", refresh_window=0)
     assert await deliver(stack, deployment_event()) == (200, {"status": "ok"})
     stack.fake.reset_calls()
     stack.fake.faults.latency = 0.5
