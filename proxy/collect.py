@@ -25,6 +25,7 @@ import contextlib
 import functools
 import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -41,6 +42,11 @@ from proxy.telemetry.prometheus import Telemetry
 from proxy.upstream import UpstreamSession
 
 MR_LINK_DELAY = timedelta(minutes=10)
+# Set in a background renewal (`DoraService.renew_due`): how many seconds ahead of now it
+# computes. An MR list GitLab has surely linked by then is read as settled; otherwise an
+# answer renewed seconds before a young deployment's list settles would be provisional for
+# those seconds only, and expire before the next round could renew it.
+SETTLE_AHEAD: ContextVar[float] = ContextVar("dora_proxy_settle_ahead", default=0.0)
 MR_WORKERS = 16  # concurrent MR-list lookups per project
 GROUP_ISSUES_MIN_PROJECTS = 2  # from this many projects on, one group stream beats N streams
 
@@ -106,6 +112,10 @@ class FactsCollector:
     # ---- the calendar, at this moment -------------------------------------------------------
     def local_midnight(self, day: date) -> datetime:
         return self.calendar.local_midnight(day)
+
+    def link_clock(self) -> datetime:
+        """Now, or `SETTLE_AHEAD` later in a background renewal: when MR links are judged."""
+        return self.clock() + timedelta(seconds=SETTLE_AHEAD.get())
 
     def local_day(self, instant: datetime) -> date:
         return self.calendar.local_day(instant)
@@ -420,7 +430,7 @@ class FactsCollector:
         key = self.keys.merge_requests(project_id, deployment.id)
         linked_by = deployment.finished_at + MR_LINK_DELAY
         cached = await self.storage.get(key)
-        if cached is None and self.clock() < linked_by:
+        if cached is None and self.link_clock() < linked_by:
             # A young deployment's list, kept only until GitLab has surely linked its MRs: every
             # answer computed meanwhile lives no longer (`provisional_for`), and is the same.
             cached = await self.storage.get(
@@ -432,7 +442,7 @@ class FactsCollector:
 
         async def fetch() -> tuple[MergeRequest, ...]:
             mrs = await session.fetch_deployment_merge_requests(project_id, deployment.id)
-            now = self.clock()
+            now = self.link_clock()
             value = f.dump_entry(mrs)
             if linked_by <= now:
                 await put(self.storage, key, value, self.policy.ttl_settled)

@@ -89,6 +89,24 @@ class HotAnswers:
             self._answers.popitem(last=False)
         return hot
 
+    def forget(self, credential: Credential) -> int:
+        """Drop every answer remembered with `credential` (refused upstream); how many."""
+        same = (credential.kind, credential.token)
+        keys = [
+            key
+            for key, hot in self._answers.items()
+            if (hot.credential.kind, hot.credential.token) == same
+        ]
+        for key in keys:
+            del self._answers[key]
+        return len(keys)
+
+    def drop(self, hot: HotAnswer) -> None:
+        """Forget one answer (its caller was refused it)."""
+        key = (hot.container, hot.info.id, hot.params)
+        if self._answers.get(key) is hot:
+            del self._answers[key]
+
     def _live(self) -> list[HotAnswer]:
         now = self._clock()
         for key in [k for k, hot in self._answers.items() if now - hot.last_asked > self.window]:

@@ -28,10 +28,16 @@ from proxy.cache.base import Storage
 from proxy.cache.keys import CacheKeys
 from proxy.cache.lifetimes import put
 from proxy.clock import Clock, seconds_of, utc_now
-from proxy.collect import FactsCollector, Need, provisional_for
+from proxy.collect import SETTLE_AHEAD, FactsCollector, Need, provisional_for
 from proxy.credentials import Credential
 from proxy.dora import compute_metric, render
-from proxy.errors import BadGateway, GatewayTimeout, ProxyError, ServiceUnavailable
+from proxy.errors import (
+    BadGateway,
+    GatewayTimeout,
+    ProxyError,
+    ServiceUnavailable,
+    UpstreamRejected,
+)
 from proxy.facts import ContainerInfo, ProjectFacts
 from proxy.permissions import Permissions
 from proxy.query import DoraQuery, QueryItems, UncheckedQuery, parse_query, validate_query
@@ -356,12 +362,15 @@ class DoraService:
         groups = ancestor_groups(change.path_with_namespace or "")
         return self.hot.touched_by(change.project_id, groups)
 
-    def _start_pass(self, touched: list[HotAnswer], renew: set[int] | None = None) -> None:
+    def _start_pass(
+        self, touched: list[HotAnswer], renew: set[int] | None = None, ahead: float = 0.0
+    ) -> None:
         """The background pass over `touched` (proxy/refresh.py), if one more may run; those
-        in `renew` (by `id`) are computed again even if their cached copy still lives."""
+        in `renew` (by `id`) are computed again even if their cached copy still lives, as of
+        `ahead` seconds from now for MR links (`SETTLE_AHEAD`)."""
         if not touched or len(self._passes) >= MAX_PASSES:
             return
-        task = asyncio.ensure_future(self._refresh(touched, renew or set()))
+        task = asyncio.ensure_future(self._refresh(touched, renew or set(), ahead))
         self._passes.add(task)
         task.add_done_callback(self._passes.discard)
 
@@ -401,17 +410,25 @@ class DoraService:
                 change = Change(facts, project_id, path)
                 await self.invalidate(change, refresh=False)
                 touched.update((id(hot), hot) for hot in self._touched(change))
-        self._start_pass(list(touched.values()), renew={id(hot) for hot in due})
+        self._start_pass(list(touched.values()), renew={id(hot) for hot in due}, ahead=within)
         return len(stale)
 
-    async def _refresh(self, touched: list[HotAnswer], renew: set[int]) -> None:
+    async def _refresh(self, touched: list[HotAnswer], renew: set[int], ahead: float) -> None:
         IN_PASS.set(True)  # this task's context only
+        SETTLE_AHEAD.set(ahead)
         for hot in touched:
             request = DoraRequest(hot.container, hot.id_or_path, MultiDict(hot.params))
             try:
                 await self.answer(request, hot.credential, renew=id(hot) in renew)
-            except ProxyError:
-                continue  # the caller lost access, GitLab failed...: the next request decides
+            except ProxyError as refused:
+                if self.hot is not None and isinstance(refused, UpstreamRejected):
+                    # GitLab refused the token itself (revoked, expired, scope removed): it
+                    # leaves memory now with every answer asked with it, not
+                    # `refresh_window` after its last request.
+                    self.hot.forget(hot.credential)
+                elif self.hot is not None and refused.status in (401, 403, 404):
+                    self.hot.drop(hot)  # this container only: the token may still see others
+                continue  # GitLab failed, the proxy is busy...: the next request decides
             except Exception as exc:  # a background pass must not die loudly
                 log.warning("refresh_failed", error=type(exc).__name__)
 
@@ -502,7 +519,7 @@ class DoraService:
         stale_key: str,
         ttl: float,
     ) -> bytes:
-        started = self.clock()
+        started = self.collector.link_clock()
         need = Need(
             merge_requests=query.metric == "lead_time_for_changes",
             incidents="production" in query.environment_tiers,
@@ -528,7 +545,7 @@ class DoraService:
         else:
             body = await asyncio.get_running_loop().run_in_executor(None, compute)
         if need.merge_requests:
-            provisional = provisional_for(facts, started, self.clock())
+            provisional = provisional_for(facts, started, self.collector.link_clock())
             if provisional is not None and provisional < ttl:
                 ttl = provisional
                 if len(self._short_lived) < 1024:

@@ -4,10 +4,11 @@ waits for no upstream call. Counts of upstream calls and cache statuses, no timi
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from yarl import URL
 
+from proxy.demo.world import REPORTER
 from tests.web.test_webhooks import ACME, API, SECRET, WEB, acme_world, deliver, deployment_event
 
 NOW = datetime(2024, 3, 15, 12, 0, tzinfo=UTC)
@@ -178,3 +179,65 @@ async def test_a_projects_facts_are_renewed_once_per_half_lifetime(start_stack) 
     body, cache, calls = await ask(stack, ACME.format(metric=DF))
     assert (cache, calls) == ("hit", 0)
     assert body == await fresh(start_stack, stack, ACME.format(metric=DF))
+
+
+async def test_a_caller_refused_in_a_background_pass_is_forgotten_at_once(start_stack) -> None:
+    """A revoked token does not stay in memory for the rest of `refresh_window`, nor cost a
+    `/user` call after every webhook: the first pass that is refused forgets its answers."""
+    stack = await start_stack(acme_world(), now=NOW, webhook_secret=SECRET, recent_answer_ttl=0)
+    service = stack.app_service()
+    await ask(stack, WEB.format(metric=DF))
+    await ask(stack, ACME.format(metric=DF))
+    assert len(service.hot._answers) == 2
+    del stack.fake.world.tokens["tok-rita"]  # revoked at GitLab
+    service.permissions.cache.clear()  # as once `permission_ttl` has passed
+    await deploy_and_deliver(stack)
+    await service.refreshed()
+    assert len(service.hot._answers) == 0
+    stack.fake.reset_calls()
+    await deploy_and_deliver(stack)
+    await service.refreshed()
+    assert [c.kind for c in stack.fake.calls] == []  # nothing is asked for a forgotten caller
+
+
+async def test_an_answer_refused_in_a_background_pass_is_forgotten_alone(start_stack) -> None:
+    """A caller refused one container (no longer a reporter on acme) keeps the answers of
+    those it still sees."""
+    world = acme_world()
+    world.add_member(12, world.groups[11], REPORTER)  # rita also reports on acme/platform
+    stack = await start_stack(world, now=NOW, webhook_secret=SECRET, recent_answer_ttl=0)
+    service = stack.app_service()
+    await ask(stack, WEB.format(metric=DF))
+    await ask(stack, ACME.format(metric=DF))
+    world.members = [m for m in world.members if (m.user_id, m.source_id) != (12, 10)]
+    service.permissions.cache.clear()  # as once `permission_ttl` has passed
+    await deploy_and_deliver(stack)
+    await service.refreshed()
+    assert [hot.container for hot in service.hot._answers.values()] == ["project"]
+
+
+async def max_age(stack, target: str) -> int:
+    response = await stack.client.get(URL(target, encoded=True), headers=RITA)
+    assert response.status == 200, await response.text()
+    return int(response.headers["Cache-Control"].rpartition("max-age=")[2])
+
+
+async def test_a_renewal_just_before_mrs_settle_reads_them_as_settled(start_stack) -> None:
+    """GitLab links MRs to a deployment within 10 minutes, so a lead time read before lives
+    only until then. Renewed by the last round before that moment it would again live only
+    the seconds left, expire before the next round, and be recomputed while its next caller
+    waits: a round computes as of the end of its margin (`within`)."""
+    finished = NOW - timedelta(minutes=10) + timedelta(seconds=5)
+    stack = await start_stack(acme_world(), now=NOW, webhook_secret=SECRET, recent_answer_ttl=0)
+    merged = finished - timedelta(hours=5)
+    stack.world.deploy(stack.world.environments[200], finished, mrs=[merged])
+    assert await deliver(stack, deployment_event()) == (200, {"status": "ok"})
+    target = WEB.format(metric="lead_time_for_changes")
+    assert await max_age(stack, target) == 5  # until the MR list has surely settled
+    service = stack.app_service()
+    await service.renew_due(within=15.0)
+    await service.refreshed()
+    body, cache, calls = await ask(stack, target)
+    assert (cache, calls) == ("hit", 0)
+    assert await max_age(stack, target) > 15  # outlives the next round
+    assert body == await fresh(start_stack, stack, target)
