@@ -1,7 +1,7 @@
 """Issue 16: a whole CI day against a warm cache — how often does a request still reach GitLab?
 
     .venv/bin/python -m bench.bench_ci_day [--hours 8] [--check-every 150] [--seed 16]
-        [--modes system-hooks webhooks no-webhooks]
+        [--modes system-hooks webhooks no-webhooks] [--warm-at 5] [--proxy-setting NAME=VALUE]
 
 Everything runs in this one process on a simulated clock, so a working day takes seconds to
 minutes: the proxy is the real aiohttp app (`create_app(settings, clock=...)`) served on
@@ -12,8 +12,9 @@ decisions', the recent answers') are pointed at the same simulated clock, so eve
 on simulated time.
 
 The day:
-- 05:00 the nightly `cache warm`: every metric × interval, default window, for the group and
-  each project, through `DoraService.answer` (what `dora-proxy cache warm` does);
+- 05:00 (`--warm-at`) the nightly `cache warm`: every metric × interval, default window, for
+  the group and each project, by `DoraService.answer` in a service of its own over the same
+  cache (`dora-proxy cache warm` is another process: the serving proxy only finds its results);
 - 08:00–16:00 traffic, one request at a time:
   - a wall display shows the group dashboard (four metrics, daily and monthly: 8 panels),
     refreshed every minute all day;
@@ -60,7 +61,7 @@ from aiohttp.test_utils import TestServer
 
 from bench import worlds
 from bench.common import markdown_table, percentile, print_machine
-from proxy.app import create_app
+from proxy.app import build_service, create_app
 
 try:
     from proxy.app import background_period
@@ -273,11 +274,14 @@ async def run_day(
     check_every: int,
     cache_dir: Path,
     system_hooks: bool = False,
+    warm_hour: float = 5.0,
+    overrides: dict[str, Any] | None = None,
 ) -> Outcome:
     rng = random.Random(seed)
     world = day_world(today, seed)
     events = plan_day(world, today, hours, rng)
     clock = SimClock(datetime(today.year, today.month, today.day, 5, tzinfo=UTC))
+    warm_at = datetime(today.year, today.month, today.day, tzinfo=UTC) + timedelta(hours=warm_hour)
     simulate_wall_time(clock)
 
     fake = FakeGitLab(world)
@@ -292,6 +296,7 @@ async def run_day(
         log_level="warning",
         webhook_secret=SECRET if webhooks else None,
         **({"system_hooks": True} if system_hooks else {}),
+        **(overrides or {}),
     )
     # The reference keeps only what cannot change in this world: facts of settled days (the
     # day's deployments and incidents all lie in the past) and the MR lists of deployments
@@ -318,16 +323,24 @@ async def run_day(
     outcome = Outcome(hours=hours)
     started = time.perf_counter()
     try:
-        # 05:00: the nightly warm, as `dora-proxy cache warm` runs it (same service, no HTTP).
+        # The nightly warm, as `dora-proxy cache warm` runs it: its own service in another
+        # process (here: another service object, no HTTP) over the same cache, so the serving
+        # proxy learns nothing from it but what it finds in the cache.
+        clock.now = max(clock.now, warm_at.timestamp())
         credential = Credential(CI_TOKEN, "private")
         targets = [("group", str(worlds.ROOT_GROUP_ID))] + [
             ("project", str(pid)) for pid in sorted(world.projects)
         ]
-        for container, ref in targets:
-            for metric in METRICS:
-                for interval in INTERVALS:
-                    params = {"metric": metric, "interval": interval}
-                    await service.answer(DoraRequest(container, ref, params), credential)
+        warmer = build_service(base, clock=clock.datetime, batch=True)
+        simulate_memory_clocks(warmer, clock)
+        try:
+            for container, ref in targets:
+                for metric in METRICS:
+                    for interval in INTERVALS:
+                        params = {"metric": metric, "interval": interval}
+                        await warmer.answer(DoraRequest(container, ref, params), credential)
+        finally:
+            await warmer.close()
         outcome.warm_calls = len(fake.calls)
         fake.reset_calls()
         # The fake GitLab's world lives in this process, not the proxy's: out of the garbage
@@ -354,6 +367,7 @@ async def run_day(
                     clock.now = max(clock.now, next_tick)
                     before = len(fake.calls)
                     await service.background_round(tick)
+                    _trace(clock.now, "round", len(fake.calls) - before)
                     await service.refreshed()
                     outcome.background_calls += len(fake.calls) - before
                     outcome.background_by_kind.update(c.kind for c in fake.calls[before:])
@@ -372,6 +386,7 @@ async def run_day(
                     check_next.discard(event.data["url"])
                 else:
                     payload = _change_world(world, event, clock, rng)
+                    _trace(event.at, "event", event.kind, event.data)
                     if event.kind == "deploy":
                         pid = event.data["project"]
                         check_next.update(_urls_of(pid))
@@ -401,6 +416,12 @@ async def run_day(
         await fake.close()
         await reference_fake.close()
     return outcome
+
+
+def _trace(at: float, *what: object) -> None:
+    """`CI_DAY_TRACE=1`: each miss, change and background round on stderr, at its moment."""
+    if os.environ.get("CI_DAY_TRACE"):
+        print(datetime.fromtimestamp(at, UTC).time(), *what, file=sys.stderr)
 
 
 def _progress(text: str) -> None:
@@ -463,6 +484,7 @@ async def _request(
         container = "group" if "/groups/" in url else "project"
         hour = datetime.fromtimestamp(event.at, UTC).hour
         outcome.misses[f"{who} {container} {hour:02d}h"] += 1
+        _trace(event.at, "miss", who, url, token, f"{elapsed * 1000:.1f}ms", [c.kind for c in made])
     if not made:
         outcome.quiet_latencies.append(elapsed)
     outcome.requests[who] += 1
@@ -499,6 +521,7 @@ def report(results: dict[str, Outcome]) -> None:
                 f"{1000 * percentile(o.latencies, 50):.2f}",
                 f"{1000 * percentile(o.latencies, 99):.2f}",
                 f"{1000 * percentile(o.quiet_latencies, 99):.2f}",
+                sum(1 for latency in o.latencies if latency > 0.005),
                 f"{(calls + o.background_calls) / o.hours:.0f}",
                 f"{calls} + {o.background_calls}",
                 f"{o.checked - o.mismatches}/{o.checked}",
@@ -517,6 +540,7 @@ def report(results: dict[str, Outcome]) -> None:
                 "p50 ms",
                 "p99 ms",
                 "p99 ms, no call",
+                "over 5 ms",
                 "upstream calls / hour",
                 "calls: in requests + after",
                 "identical to fresh",
@@ -551,10 +575,26 @@ def main(argv: list[str] | None = None) -> None:
         default=["system-hooks", "webhooks", "no-webhooks"],
         choices=["system-hooks", "webhooks", "no-webhooks"],
     )
+    parser.add_argument(
+        "--warm-at", type=float, default=5.0, help="hour of the nightly warm (default 5.0)"
+    )
+    parser.add_argument(
+        "--proxy-setting",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a setting of the measured proxy (not the reference), e.g. refresh_window=3600",
+    )
     args = parser.parse_args(argv)
+    overrides = {}
+    for item in args.proxy_setting:
+        name, _, value = item.partition("=")
+        kind = type(getattr(Settings(), name))
+        overrides[name] = value.lower() in ("1", "true", "yes") if kind is bool else kind(value)
     print_machine()
     configure_logging("error", "json")
     print(f"commit: {os.environ.get('BENCH_COMMIT', 'work tree')}; load: {os.getloadavg()}")
+    print(f"warm at {args.warm_at:g} h; proxy settings: {overrides or 'defaults'}")
     today = datetime.now(UTC).date()
     results = {}
     for mode in args.modes:
@@ -568,6 +608,8 @@ def main(argv: list[str] | None = None) -> None:
                     args.check_every,
                     Path(tmp),
                     system_hooks=mode == "system-hooks",
+                    warm_hour=args.warm_at,
+                    overrides=overrides,
                 )
             )
         print(f"{mode}: done in {results[mode].wall:.0f} s", file=sys.stderr)
