@@ -442,12 +442,11 @@ class FactsCollector:
 
         async def fetch() -> tuple[MergeRequest, ...]:
             mrs = await session.fetch_deployment_merge_requests(project_id, deployment.id)
-            now = self.link_clock()
             value = f.dump_entry(mrs)
-            if linked_by <= now:
+            if linked_by <= self.link_clock():
                 await put(self.storage, key, value, self.policy.ttl_settled)
             else:
-                young = min((linked_by - now).total_seconds(), self.policy.ttl_recent)
+                young = min((linked_by - self.clock()).total_seconds(), self.policy.ttl_recent)
                 await put(
                     self.storage,
                     self.keys.young_merge_requests(project_id, deployment.id),

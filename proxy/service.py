@@ -545,7 +545,7 @@ class DoraService:
         else:
             body = await asyncio.get_running_loop().run_in_executor(None, compute)
         if need.merge_requests:
-            provisional = provisional_for(facts, started, self.collector.link_clock())
+            provisional = provisional_for(facts, started, self.clock())
             if provisional is not None and provisional < ttl:
                 ttl = provisional
                 if len(self._short_lived) < 1024:

@@ -241,3 +241,23 @@ async def test_a_renewal_just_before_mrs_settle_reads_them_as_settled(start_stac
     assert (cache, calls) == ("hit", 0)
     assert await max_age(stack, target) > 15  # outlives the next round
     assert body == await fresh(start_stack, stack, target)
+
+
+async def test_an_answer_still_provisional_after_the_margin_lives_until_its_mrs_settle(
+    start_stack,
+) -> None:
+    """Looking ahead decides which MR lists count as settled, not how long a provisional answer
+    lives: that runs from now to the moment its lists settle (here 20 s, capped by the 12 s
+    of `webhook_ttl`), or it would expire before anything renews it."""
+    finished = NOW - timedelta(minutes=10) + timedelta(seconds=20)
+    stack = await start_stack(
+        acme_world(), now=NOW, webhook_secret=SECRET, recent_answer_ttl=0, webhook_ttl=12.0
+    )
+    stack.world.deploy(stack.world.environments[200], finished, mrs=[finished - timedelta(hours=5)])
+    assert await deliver(stack, deployment_event()) == (200, {"status": "ok"})
+    target = WEB.format(metric="lead_time_for_changes")
+    assert await max_age(stack, target) == 12
+    service = stack.app_service()
+    await service.renew_due(within=15.0)  # due; its list settles 5 s after the margin
+    await service.refreshed()
+    assert await max_age(stack, target) == 12
