@@ -316,10 +316,11 @@ class Settings:
         check=_not_negative,
     )
     refresh_window: float = _row(
-        3600.0,
-        "With webhook_secret set: answers asked in the last this many seconds are computed "
-        "again in the background right after a webhook changes their facts, so their next "
-        "request is a cache hit (0: off; the askers' tokens stay in memory that long).",
+        28800.0,
+        "With webhook_secret set: answers asked in the last this many seconds (default: a "
+        "working day) are computed again in the background right after a webhook changes their "
+        "facts and before their safety lifetime ends, so their next request is a cache hit "
+        "(0: off; the askers' tokens stay in memory that long, or until GitLab refuses them).",
         check=_not_negative,
     )
     system_hooks: bool = _row(
