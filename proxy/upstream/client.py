@@ -41,6 +41,7 @@ from proxy import USER_AGENT
 from proxy.credentials import Credential
 from proxy.errors import BadGateway, GatewayTimeout, ServiceUnavailable
 from proxy.upstream.calls import CURRENT_STATS, CallObserver
+from proxy.upstream.endpoints import TYPED_PAGES
 from proxy.upstream.retry import RetryPolicy, retry_after_seconds
 
 if TYPE_CHECKING:
@@ -59,10 +60,13 @@ _ID_TYPES = (int, str)  # an item's id; built once (`int | str` in the loop buil
 
 @dataclass(frozen=True, slots=True)
 class Page:
-    """One upstream answer: its JSON, parsed once in the worker thread, and its response."""
+    """One upstream answer: its JSON, parsed once in the worker thread, and its response.
+
+    `typed`: `data` is a list of the kind's rows (endpoints.TYPED_PAGES), not GitLab's dicts."""
 
     data: Any
     response: requests.Response
+    typed: bool = False
 
 
 class _Pool:
@@ -358,6 +362,12 @@ class Upstream:
                     detail=f"{call}: request not sendable ({type(exc).__name__})"
                 ) from None
             status = str(response.status_code)
+            decode_typed = TYPED_PAGES.get(kind)
+            if decode_typed is not None:
+                rows = decode_typed(content)
+                if rows is not None:
+                    return Page(rows, response, typed=True)
+                # Not shaped as the rows expect: the generic path answers as it always did.
             try:
                 # orjson straight from the bytes: ~3x faster than requests' .json() (which
                 # decodes to str first), and this runs for every upstream page, in the worker.
@@ -372,15 +382,16 @@ class Upstream:
 
     async def get_list(
         self, gl: gitlab.Gitlab, kind: str, path: str, query: dict[str, Any]
-    ) -> list[dict[str, Any]]:
-        """Every item of a paginated list, following rel=next; de-duplicated by id.
+    ) -> list[Any]:
+        """Every item of a paginated list, following rel=next; de-duplicated by id: GitLab's
+        dicts, or the kind's rows for pages decoded typed (endpoints.TYPED_PAGES).
 
         Bounded whatever the upstream sends (a cache in front of GitLab that ignores the query
         string answers every page with a link to itself): a next link or page number already
         followed, a page that brings no new id, more than `max_pages` pages or `max_items`
         items stop the listing with a 502 naming the call. Nothing of it is kept.
         """
-        items: dict[Any, dict[str, Any]] = {}
+        items: dict[Any, Any] = {}
         url: str | None = path
         params: dict[str, Any] | None = {**query, "per_page": PER_PAGE}
         seen = _SeenPages()
@@ -401,10 +412,14 @@ class Upstream:
             if not isinstance(page, list):
                 raise BadGateway(detail=f"GET {path}: expected a list")
             before = len(items)
-            for item in page:
-                if not isinstance(item, dict) or not isinstance(item.get("id"), _ID_TYPES):
-                    raise BadGateway(detail=f"GET {path}: malformed item")
-                items.setdefault(item["id"], item)
+            if fetched.typed:  # rows: an int id each, by construction
+                for row in page:
+                    items.setdefault(row.id, row)
+            else:
+                for item in page:
+                    if not isinstance(item, dict) or not isinstance(item.get("id"), _ID_TYPES):
+                        raise BadGateway(detail=f"GET {path}: malformed item")
+                    items.setdefault(item["id"], item)
             if len(items) > self.max_items:
                 raise BadGateway(detail=f"{call}: more than {self.max_items} items")
             url = self._next_page(fetched.response)
