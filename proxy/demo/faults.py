@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import urlencode
 
@@ -43,6 +44,9 @@ class Faults:
     # link points at the page just served), "same_ids" (next pages repeat page 1's items under
     # new page numbers) or "endless" (every page has fresh ids and a next link).
     pagination: str | None = None
+    # Rewrites a matching 200 answer's body (odd upstream data: types, shapes, bytes GitLab
+    # would not send); the result is sent as it is.
+    body: Callable[[bytes], bytes] | None = None
     _fresh_ids: int = 10_000_000
 
     def matches(self, kind: str) -> bool:

@@ -202,6 +202,13 @@ class FakeGitLab:
             response = render(reply)
         if faults.pagination is not None and faults.matches(kind):
             broken_pagination(faults, request, response)
+        if (
+            faults.body is not None
+            and faults.matches(kind)
+            and response.status == 200
+            and isinstance(response.body, bytes)
+        ):
+            response.body = faults.body(response.body)
         call.status = response.status
         return response
 

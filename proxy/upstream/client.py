@@ -34,6 +34,9 @@ import gitlab.v4.objects  # at start-up, not in the first Gitlab() (~0.1 s of a 
 import orjson
 import requests
 import requests.adapters
+import requests.cookies
+import requests.sessions
+import requests.structures
 import structlog
 import urllib3.exceptions
 
@@ -41,6 +44,7 @@ from proxy import USER_AGENT
 from proxy.credentials import Credential
 from proxy.errors import BadGateway, GatewayTimeout, ServiceUnavailable
 from proxy.upstream.calls import CURRENT_STATS, CallObserver
+from proxy.upstream.endpoints import TYPED_PAGES
 from proxy.upstream.retry import RetryPolicy, retry_after_seconds
 
 if TYPE_CHECKING:
@@ -59,10 +63,13 @@ _ID_TYPES = (int, str)  # an item's id; built once (`int | str` in the loop buil
 
 @dataclass(frozen=True, slots=True)
 class Page:
-    """One upstream answer: its JSON, parsed once in the worker thread, and its response."""
+    """One upstream answer: its JSON, parsed once in the worker thread, and its response.
+
+    `typed`: `data` is a list of the kind's rows (endpoints.TYPED_PAGES), not GitLab's dicts."""
 
     data: Any
     response: requests.Response
+    typed: bool = False
 
 
 class _Pool:
@@ -112,6 +119,75 @@ class _NoCookies(http.cookiejar.DefaultCookiePolicy):
 
     def set_ok(self, cookie: http.cookiejar.Cookie, request: Any) -> bool:
         return False
+
+
+class _NoCookieJar(requests.cookies.RequestsCookieJar):
+    """A jar that keeps nothing: no `Set-Cookie` is read (one header parse per call saved), no
+    `Cookie` header is ever written. A `_gitlab_session` cookie would be a credential."""
+
+    def set_cookie(self, cookie: http.cookiejar.Cookie, *args: Any, **kwargs: Any) -> None:
+        return None
+
+    def extract_cookies(self, response: Any, request: Any) -> None:
+        return None
+
+    def add_cookie_header(self, request: Any) -> None:
+        return None
+
+
+class _CallSession(requests.Session):
+    """The requests session under python-gitlab's `http_request`, without the per-call merging
+    that cannot change anything here (issue 16: a cold group's lead time makes 27 863 calls).
+
+    `Session.request` merges each call's settings with the session's through `merge_setting`,
+    whose `to_key_val_list` makes a runtime-protocol `isinstance` check (slow before Python 3.12)
+    for every mapping: ~0.1 ms of a call's ~1 ms of worker CPU, for a session whose params,
+    auth and cookies are always empty and whose environment is never read (`trust_env` off).
+    The same request is prepared: session headers updated with the call's (a `None` value
+    drops one), the call's params and auth, the session's hooks, proxies, stream, verify and
+    cert where the call gives none. Anything else (cookies, a body, files, session auth or
+    params, `trust_env`) takes requests' own path."""
+
+    def prepare_request(self, request: requests.Request) -> requests.PreparedRequest:
+        if (
+            self.trust_env
+            or self.auth is not None
+            or self.params
+            or request.cookies
+            or request.files
+            or request.data
+            or request.json is not None
+        ):
+            return super().prepare_request(request)
+        headers = requests.structures.CaseInsensitiveDict(self.headers)
+        if request.headers:
+            headers.update(request.headers)
+        for name in [name for name, value in headers.items() if value is None]:
+            del headers[name]
+        prepared = requests.PreparedRequest()
+        prepared.prepare(
+            method=str(request.method).upper(),
+            url=request.url,
+            headers=headers,
+            params=request.params,
+            auth=request.auth,
+            cookies=self.cookies,
+            hooks=requests.sessions.merge_hooks(request.hooks, self.hooks),
+        )
+        return prepared
+
+    def merge_environment_settings(
+        self, url: Any, proxies: Any, stream: Any, verify: Any, cert: Any
+    ) -> dict[str, Any]:
+        if self.trust_env:
+            return super().merge_environment_settings(url, proxies, stream, verify, cert)
+        merged = {**self.proxies, **(proxies or {})}
+        return {
+            "proxies": {key: value for key, value in merged.items() if value is not None},
+            "stream": self.stream if stream is None else stream,
+            "verify": self.verify if verify is None else verify,
+            "cert": self.cert if cert is None else cert,
+        }
 
 
 class Upstream:
@@ -205,6 +281,7 @@ class Upstream:
             timeout=self.timeout,
             user_agent=USER_AGENT,
             retry_transient_errors=False,
+            session=_CallSession(),
             **kwargs,
         )
         session = gl.session
@@ -214,6 +291,7 @@ class Upstream:
         session.proxies.update(self._proxies)
         if self._ca_bundle:
             gl.ssl_verify = self._ca_bundle
+        session.cookies = _NoCookieJar()
         session.cookies.set_policy(_NoCookies())
         adapter = requests.adapters.HTTPAdapter(
             pool_connections=1, pool_maxsize=self.concurrency, max_retries=0
@@ -358,6 +436,12 @@ class Upstream:
                     detail=f"{call}: request not sendable ({type(exc).__name__})"
                 ) from None
             status = str(response.status_code)
+            decode_typed = TYPED_PAGES.get(kind)
+            if decode_typed is not None:
+                rows = decode_typed(content)
+                if rows is not None:
+                    return Page(rows, response, typed=True)
+                # Not shaped as the rows expect: the generic path answers as it always did.
             try:
                 # orjson straight from the bytes: ~3x faster than requests' .json() (which
                 # decodes to str first), and this runs for every upstream page, in the worker.
@@ -372,15 +456,16 @@ class Upstream:
 
     async def get_list(
         self, gl: gitlab.Gitlab, kind: str, path: str, query: dict[str, Any]
-    ) -> list[dict[str, Any]]:
-        """Every item of a paginated list, following rel=next; de-duplicated by id.
+    ) -> list[Any]:
+        """Every item of a paginated list, following rel=next; de-duplicated by id: GitLab's
+        dicts, or the kind's rows for pages decoded typed (endpoints.TYPED_PAGES).
 
         Bounded whatever the upstream sends (a cache in front of GitLab that ignores the query
         string answers every page with a link to itself): a next link or page number already
         followed, a page that brings no new id, more than `max_pages` pages or `max_items`
         items stop the listing with a 502 naming the call. Nothing of it is kept.
         """
-        items: dict[Any, dict[str, Any]] = {}
+        items: dict[Any, Any] = {}
         url: str | None = path
         params: dict[str, Any] | None = {**query, "per_page": PER_PAGE}
         seen = _SeenPages()
@@ -401,10 +486,14 @@ class Upstream:
             if not isinstance(page, list):
                 raise BadGateway(detail=f"GET {path}: expected a list")
             before = len(items)
-            for item in page:
-                if not isinstance(item, dict) or not isinstance(item.get("id"), _ID_TYPES):
-                    raise BadGateway(detail=f"GET {path}: malformed item")
-                items.setdefault(item["id"], item)
+            if fetched.typed:  # rows: an int id each, by construction
+                for row in page:
+                    items.setdefault(row.id, row)
+            else:
+                for item in page:
+                    if not isinstance(item, dict) or not isinstance(item.get("id"), _ID_TYPES):
+                        raise BadGateway(detail=f"GET {path}: malformed item")
+                    items.setdefault(item["id"], item)
             if len(items) > self.max_items:
                 raise BadGateway(detail=f"{call}: more than {self.max_items} items")
             url = self._next_page(fetched.response)

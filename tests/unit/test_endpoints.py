@@ -6,9 +6,14 @@ and each path-encoding hazard is pinned on its own.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 
+import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from proxy.facts import ContainerInfo, Deployment, Environment, Incident, MergeRequest, UserInfo
 from proxy.upstream import endpoints
@@ -348,3 +353,93 @@ def test_integers_and_http_links_are_kept() -> None:
     assert endpoints.optional_int(0) == 0
     assert endpoints.optional_int(12) == 12
     assert endpoints.optional_url("https://x/y") == "https://x/y"
+
+
+# --- typed deployments pages (issue 16) ---------------------------------------------------------
+# Any JSON value a field might hold: the right type, the wrong ones, and the edges of int64.
+ODD = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**64), max_value=2**64),
+    st.sampled_from([0.0, 1.5, -(2**63), 2**63 - 1, 2**63]),
+    st.sampled_from(["", "success", "failed", "2026-03-01T10:00:00Z", "2026-03-01", "x", "7"]),
+    st.just([]),
+    st.just({}),
+)
+
+TIMES = st.sampled_from(["2026-03-01T10:00:00.500Z", "2026-03-01T12:30:00+01:00", ""])
+ENVIRONMENT = st.fixed_dictionaries({"id": st.integers(0, 9)})
+AS_GITLAB_WRITES = st.fixed_dictionaries(
+    {
+        "id": st.integers(0, 5),
+        "status": st.sampled_from(["success", "success", "failed"]),
+        "environment": st.one_of(ENVIRONMENT, ENVIRONMENT, st.none()),
+        "updated_at": st.one_of(TIMES, st.none()),
+    },
+    optional={
+        "deployable": st.one_of(
+            st.none(),
+            st.fixed_dictionaries(
+                {}, optional={"id": st.integers(0, 99), "finished_at": st.none() | TIMES}
+            ),
+        ),
+        "ref": st.just("main"),  # a field not read
+    },
+)
+FIELDS = [
+    ("id",),
+    ("status",),
+    ("environment",),
+    ("environment", "id"),
+    ("deployable",),
+    ("deployable", "id"),
+    ("deployable", "finished_at"),
+    ("updated_at",),
+    ("ref",),
+]
+
+
+def _odd_field(item: dict, path: tuple[str, ...], value: object) -> dict:
+    """`item` with one field (when its parent is an object) set to an odd value."""
+    target = item
+    for name in path[:-1]:
+        target = target.get(name)
+        if not isinstance(target, dict):
+            return item
+    target[path[-1]] = value
+    return item
+
+
+ITEM = st.one_of(
+    AS_GITLAB_WRITES,
+    st.builds(_odd_field, AS_GITLAB_WRITES, st.sampled_from(FIELDS), ODD),
+)
+
+
+def _outcome(parse: Callable[[list], object], items: list) -> object:
+    try:
+        return parse(items)
+    except endpoints.MALFORMED as exc:
+        return type(exc)
+
+
+@given(st.one_of(st.lists(ITEM, max_size=4), ODD))
+def test_a_typed_page_reads_exactly_what_the_generic_one_reads(page: object) -> None:
+    """Whatever a page holds, typed rows either refuse it (the generic path then reads it) or
+    give the very records (or the very error) that GitLab's dicts give; only int ids pass."""
+    content = json.dumps(page).encode()
+    rows = endpoints.TYPED_PAGES["deployments"](content)
+    if rows is None:
+        return
+    items = orjson.loads(content)
+    assert isinstance(items, list)
+    assert [row.id for row in rows] == [item["id"] for item in items]
+    assert all(type(item["id"]) is int for item in items)
+    assert _outcome(endpoints.deployments, rows) == _outcome(endpoints.deployments, items)
+
+
+def test_a_well_formed_page_is_decoded_typed() -> None:
+    page = [dep(1, deployable={"id": 77, "finished_at": "2026-03-01T10:00:00Z"}, user=None)]
+    rows = endpoints.TYPED_PAGES["deployments"](json.dumps(page).encode())
+    assert rows is not None and type(rows[0]) is endpoints.DeploymentRow
+    assert endpoints.deployments(rows) == endpoints.deployments(page)

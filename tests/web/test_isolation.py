@@ -207,6 +207,30 @@ async def test_tokens_in_the_query_string_are_refused_before_anything_goes_upstr
     assert stack.fake.calls == [], "nothing was forwarded upstream"
 
 
+async def test_a_cookie_gitlab_sets_is_never_sent_back(start_stack) -> None:
+    """GitLab's `Set-Cookie` (a `_gitlab_session` is a login) on data answers is dropped: the
+    next calls, of this request or another caller's, carry no Cookie header."""
+    seen: list[dict[str, str]] = []
+
+    async def set_cookie(request: web.Request, response: web.StreamResponse) -> None:
+        seen.append({k.lower(): v for k, v in request.headers.items()})
+        response.headers["Set-Cookie"] = "_gitlab_session=upstream-login; path=/; HttpOnly"
+
+    world = s6_world()
+    fake = FakeGitLab(world)
+    fake.app.on_response_prepare.append(set_cookie)
+    # A host name, not an IP address: a cookie jar keeps cookies for it.
+    fake.url = (await fake.start()).replace("127.0.0.1", "localhost")
+    try:
+        stack = await start_stack(world, now=NOW, fake=fake)
+        for token in ("tok-devon", "tok-devon", "tok-rita"):
+            await fetch(stack, PROJECT_62, {"Authorization": f"Bearer {token}"})
+        assert len(seen) > 3, "several upstream calls, each answered with a cookie"
+        assert all("cookie" not in headers for headers in seen), seen
+    finally:
+        await fake.close()
+
+
 async def test_only_the_callers_own_header_credential_goes_upstream(start_stack) -> None:
     """JOB-TOKEN, Basic auth and cookies are not credentials and are never forwarded."""
     seen: list[dict[str, str]] = []
