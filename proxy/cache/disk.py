@@ -394,19 +394,21 @@ def _cull_expired(cache: diskcache.Cache, deadline: float, clock: Callable[[], f
 
 
 def _volume_bytes(directory: Path) -> int:
-    try:
-        info = os.statvfs(directory)
-    except OSError:
-        return 0
-    return info.f_blocks * info.f_frsize
+    return _statvfs_bytes(directory, "f_blocks")
 
 
 def _free_bytes(directory: Path) -> int:
+    return _statvfs_bytes(directory, "f_bavail")
+
+
+def _statvfs_bytes(directory: Path, blocks: str) -> int:
+    """`blocks` (a statvfs field counting blocks) of the volume holding `directory`, in bytes;
+    0 when it cannot be read."""
     try:
         info = os.statvfs(directory)
     except OSError:
         return 0
-    return info.f_bavail * info.f_frsize
+    return getattr(info, blocks) * info.f_frsize
 
 
 def _size(path: Path) -> int:
